@@ -1,0 +1,206 @@
+"""The ``zoo`` command line: catalog, weights cache, and (from later issues) export and serving.
+
+Every domain error ends the command with one line on stderr and exit status 1; usage errors
+exit with 2 (click's convention). Nothing prints a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+import zoo
+from zoo import weights as weights_cache
+from zoo.catalog import ModelSpec
+from zoo.errors import ZooError
+
+app = typer.Typer(
+    help="keras-zoo: Keras application models as ONNX, served over gRPC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+weights_app = typer.Typer(
+    help="The pretrained-weights cache (offline first).", no_args_is_help=True
+)
+app.add_typer(weights_app, name="weights")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print stable JSON instead of a table.")
+WEIGHTS_DIR_OPTION = typer.Option(
+    None, "--dir", help="Weights cache directory. Defaults to $KERAS_HOME/models."
+)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def _fmt(value: object, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+@app.command()
+def models(
+    pattern: str = typer.Argument("*", help="fnmatch pattern, e.g. 'ResNet*'."),
+    exclude: list[str] = typer.Option([], "--exclude", "-x", help="Pattern to leave out."),
+    family: str | None = typer.Option(None, "--family", help="Only this family."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the catalog: size, parameters, depth, accuracy and input of each model."""
+    specs = zoo.list_models(pattern, exclude=exclude, family=family)
+    if as_json:
+        print_json([s.to_dict() for s in specs])
+        return
+    table = Table(title=f"{len(specs)} models", box=box.SIMPLE_HEAD)
+    for column in ("Model", "Family", "Input", "Preproc."):
+        table.add_column(column, no_wrap=True)
+    for column in ("MB", "Parameters", "Depth", "Param layers", "Top-1", "Top-5"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for s in specs:
+        table.add_row(
+            s.name,
+            s.family,
+            f"{s.input_size}x{s.input_size}",
+            s.preprocessing.value,
+            _fmt(s.size_mb, "g"),
+            f"{s.parameters:,}",
+            _fmt(s.depth_keras_table),
+            _fmt(s.depth_param_layers),
+            _pct(s.top1_accuracy),
+            _pct(s.top5_accuracy),
+        )
+    out.print(table)
+
+
+def _info_rows(spec: ModelSpec) -> list[tuple[str, str]]:
+    rows = [
+        ("Name", spec.name),
+        ("Family", spec.family),
+        ("Constructor", f"keras.applications.{spec.constructor}"),
+        ("Preprocess module", spec.keras_module),
+        (
+            "Input shape",
+            f"{spec.input_shape} (minimum {spec.min_input_size}x{spec.min_input_size})",
+        ),
+        ("Preprocessing", spec.preprocessing.value),
+        ("Channel order", spec.channel_order.value),
+        ("Size", f"{_fmt(spec.size_mb, 'g')} MB"),
+        ("Parameters", f"{spec.parameters:,}"),
+        ("Depth (Keras table)", _fmt(spec.depth_keras_table)),
+        ("Depth (param layers)", _fmt(spec.depth_param_layers)),
+        ("Top-1 / Top-5", f"{_pct(spec.top1_accuracy)} / {_pct(spec.top5_accuracy)}"),
+        ("Classes", str(spec.num_classes)),
+        ("License", spec.license),
+    ]
+    for label, wf in (("Weights", spec.weights_top), ("Weights (no top)", spec.weights_notop)):
+        hashed = f"{wf.hash_algorithm} {wf.file_hash}" if wf.file_hash else "no published hash"
+        rows.append((label, f"{wf.file_name} ({hashed})"))
+    return rows
+
+
+@app.command()
+def info(name: str = typer.Argument(..., help="Model name."), as_json: bool = JSON_OPTION) -> None:
+    """Everything the catalog knows about one model."""
+    spec = zoo.get_spec(name)
+    if as_json:
+        print_json(spec.to_dict())
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in _info_rows(spec):
+        table.add_row(key, value)
+    out.print(table)
+
+
+@weights_app.command("status")
+def weights_status(
+    pattern: str = typer.Argument("*", help="fnmatch pattern of model names."),
+    directory: Path | None = WEIGHTS_DIR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Which models have their weights files present and verified."""
+    rows = weights_cache.status(zoo.list_models(pattern), directory)
+    if as_json:
+        print_json(
+            {
+                "directory": str(weights_cache.cache_dir(directory)),
+                "files": [r.to_dict() for r in rows],
+            }
+        )
+        return
+    table = Table(title=f"weights in {weights_cache.cache_dir(directory)}")
+    for column in ("Model", "Top", "File", "State"):
+        table.add_column(column)
+    for r in rows:
+        colour = {"verified": "green", "missing": "dim", "hash mismatch": "red"}.get(
+            r.state.value, "yellow"
+        )
+        table.add_row(
+            r.model,
+            "yes" if r.include_top else "no",
+            r.file.file_name,
+            f"[{colour}]{r.state.value}[/]",
+        )
+    out.print(table)
+
+
+@weights_app.command("seed")
+def weights_seed(
+    source: Path = typer.Argument(..., help="Directory holding Keras weights files."),
+    directory: Path | None = WEIGHTS_DIR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Copy weights files into the cache, refusing any whose hash does not match."""
+    report = weights_cache.seed(source, directory)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for name in report.copied:
+            out.print(f"verified and copied  {name}")
+        for name in report.unverified:
+            out.print(f"copied (no published hash to check)  {name}")
+        for name in report.ignored:
+            out.print(f"[dim]ignored (no catalog model uses it)  {name}[/]")
+        if not (report.copied or report.unverified or report.refused):
+            err.print(f"zoo: no weights files of catalog models found under {source}")
+    for message in report.refused:
+        err.print(f"zoo: refused {message}")
+    if report.refused:
+        raise typer.Exit(1)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: list[str] = typer.Argument(..., help="Model names or patterns."),
+    directory: Path | None = WEIGHTS_DIR_OPTION,
+) -> None:
+    """Download weights (with and without top) with hash checks; needs internet."""
+    specs: list[ModelSpec] = []
+    for name in names:
+        found = zoo.list_models(name) if any(c in name for c in "*?[") else [zoo.get_spec(name)]
+        specs.extend(s for s in found if s not in specs)
+    for path in weights_cache.fetch(specs, directory):
+        out.print(f"ok  {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="zoo")
+    except ZooError as e:
+        err.print(f"zoo: error: {e}", markup=False)
+        sys.exit(1)

@@ -1,0 +1,82 @@
+"""DenseNet121/169/201 (Huang et al., 2016), torch preprocessing. Weights: BSD-3-Clause."""
+
+from zoo.catalog.registry import register
+from zoo.catalog.spec import ModelSpec, Preprocessing, WeightsFile
+
+register(
+    ModelSpec(
+        name="DenseNet121",
+        family="densenet",
+        keras_module="keras.applications.densenet",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.TORCH,
+        size_mb=33,
+        parameters=8_062_504,
+        depth_keras_table=121,
+        depth_param_layers=242,
+        top1_accuracy=0.75,
+        top5_accuracy=0.923,
+        weights_top=WeightsFile(
+            "densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+            "9d60b8095a5708f2dcce2bca79d332c7",
+        ),
+        weights_notop=WeightsFile(
+            "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "30ee3e1110167f948a6b9946edeeb738",
+        ),
+        license="BSD-3-Clause",
+    ),
+    ModelSpec(
+        name="DenseNet169",
+        family="densenet",
+        keras_module="keras.applications.densenet",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.TORCH,
+        size_mb=57,
+        parameters=14_307_880,
+        depth_keras_table=169,
+        depth_param_layers=338,
+        top1_accuracy=0.762,
+        top5_accuracy=0.932,
+        weights_top=WeightsFile(
+            "densenet169_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet169_weights_tf_dim_ordering_tf_kernels.h5",
+            "d699b8f76981ab1b30698df4c175e90b",
+        ),
+        weights_notop=WeightsFile(
+            "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "b8c4d4c20dd625c148057b9ff1c1176b",
+        ),
+        license="BSD-3-Clause",
+    ),
+    ModelSpec(
+        name="DenseNet201",
+        family="densenet",
+        keras_module="keras.applications.densenet",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.TORCH,
+        size_mb=80,
+        parameters=20_242_984,
+        depth_keras_table=201,
+        depth_param_layers=402,
+        top1_accuracy=0.773,
+        top5_accuracy=0.936,
+        weights_top=WeightsFile(
+            "densenet201_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet201_weights_tf_dim_ordering_tf_kernels.h5",
+            "1ceb130c1ea1b78c3bf6114dbdfd8807",
+        ),
+        weights_notop=WeightsFile(
+            "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/densenet/densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "c13680b51ded0fb44dff2d8f86ac8bb1",
+        ),
+        license="BSD-3-Clause",
+    ),
+)

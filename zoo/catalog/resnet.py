@@ -1,0 +1,82 @@
+"""ResNet50/101/152 (He et al., 2015), caffe preprocessing. Weights: MIT."""
+
+from zoo.catalog.registry import register
+from zoo.catalog.spec import ModelSpec, Preprocessing, WeightsFile
+
+register(
+    ModelSpec(
+        name="ResNet50",
+        family="resnet",
+        keras_module="keras.applications.resnet",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.CAFFE,
+        size_mb=99,
+        parameters=25_636_712,
+        depth_keras_table=168,
+        depth_param_layers=107,
+        top1_accuracy=0.749,
+        top5_accuracy=0.921,
+        weights_top=WeightsFile(
+            "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+            "2cb95161c43110f7111970584f804107",
+        ),
+        weights_notop=WeightsFile(
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "4d473c1dd8becc155b73f8504c6f6626",
+        ),
+        license="MIT",
+    ),
+    ModelSpec(
+        name="ResNet101",
+        family="resnet",
+        keras_module="keras.applications.resnet",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.CAFFE,
+        size_mb=171,
+        parameters=44_707_176,
+        depth_keras_table=None,
+        depth_param_layers=209,
+        top1_accuracy=0.764,
+        top5_accuracy=0.928,
+        weights_top=WeightsFile(
+            "resnet101_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet101_weights_tf_dim_ordering_tf_kernels.h5",
+            "f1aeb4b969a6efcfb50fad2f0c20cfc5",
+        ),
+        weights_notop=WeightsFile(
+            "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "88cf7a10940856eca736dc7b7e228a21",
+        ),
+        license="MIT",
+    ),
+    ModelSpec(
+        name="ResNet152",
+        family="resnet",
+        keras_module="keras.applications.resnet",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.CAFFE,
+        size_mb=232,
+        parameters=60_419_944,
+        depth_keras_table=None,
+        depth_param_layers=311,
+        top1_accuracy=0.766,
+        top5_accuracy=0.931,
+        weights_top=WeightsFile(
+            "resnet152_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet152_weights_tf_dim_ordering_tf_kernels.h5",
+            "100835be76be38e30d865e96f2aaae62",
+        ),
+        weights_notop=WeightsFile(
+            "resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "ee4c566cf9a93f14d82f913c2dc6dd0c",
+        ),
+        license="MIT",
+    ),
+)

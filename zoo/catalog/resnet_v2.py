@@ -1,0 +1,82 @@
+"""ResNet V2 with pre-activation blocks (He et al., 2016). Weights: MIT."""
+
+from zoo.catalog.registry import register
+from zoo.catalog.spec import ModelSpec, Preprocessing, WeightsFile
+
+register(
+    ModelSpec(
+        name="ResNet50V2",
+        family="resnet_v2",
+        keras_module="keras.applications.resnet_v2",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.TF,
+        size_mb=98,
+        parameters=25_613_800,
+        depth_keras_table=None,
+        depth_param_layers=103,
+        top1_accuracy=0.76,
+        top5_accuracy=0.93,
+        weights_top=WeightsFile(
+            "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "3ef43a0b657b3be2300d5770ece849e0",
+        ),
+        weights_notop=WeightsFile(
+            "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "fac2f116257151a9d068a22e544a4917",
+        ),
+        license="MIT",
+    ),
+    ModelSpec(
+        name="ResNet101V2",
+        family="resnet_v2",
+        keras_module="keras.applications.resnet_v2",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.TF,
+        size_mb=171,
+        parameters=44_675_560,
+        depth_keras_table=None,
+        depth_param_layers=205,
+        top1_accuracy=0.772,
+        top5_accuracy=0.938,
+        weights_top=WeightsFile(
+            "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet101v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "6343647c601c52e1368623803854d971",
+        ),
+        weights_notop=WeightsFile(
+            "resnet101v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet101v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "c0ed64b8031c3730f411d2eb4eea35b5",
+        ),
+        license="MIT",
+    ),
+    ModelSpec(
+        name="ResNet152V2",
+        family="resnet_v2",
+        keras_module="keras.applications.resnet_v2",
+        input_size=224,
+        min_input_size=32,
+        preprocessing=Preprocessing.TF,
+        size_mb=232,
+        parameters=60_380_648,
+        depth_keras_table=None,
+        depth_param_layers=307,
+        top1_accuracy=0.78,
+        top5_accuracy=0.942,
+        weights_top=WeightsFile(
+            "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet152v2_weights_tf_dim_ordering_tf_kernels.h5",
+            "a49b44d1979771252814e80f8ec446f9",
+        ),
+        weights_notop=WeightsFile(
+            "resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "ed17cf2e0169df9d443503ef94b23b33",
+        ),
+        license="MIT",
+    ),
+)
