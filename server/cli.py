@@ -198,6 +198,59 @@ def weights_fetch(
         out.print(f"ok  {path}")
 
 
+@app.command("export")
+def export(
+    name: str = typer.Argument(..., help="Catalog model name."),
+    repository: Path = typer.Option(
+        Path("model_repository"), "--repository", "-r", help="Model repository directory."
+    ),
+    version: int | None = typer.Option(None, "--version", help="Version to write (default: next)."),
+    weights: str = typer.Option("imagenet", "--weights", help="imagenet | none | PATH."),
+    input_mode: str = typer.Option("uint8", "--input", help="uint8 (pixels) | float32 (bare)."),
+    input_size: int | None = typer.Option(None, "--input-size", help="Square input size."),
+    model_name: str | None = typer.Option(None, "--name", help="Name in the repository."),
+    max_batch_size: int = typer.Option(32, "--max-batch-size", help="For config.pbtxt."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Export a catalog model to ONNX into the repository, verified against Keras."""
+    from zoo.export import export_model
+
+    spec = zoo.get_spec(name)
+    with err.status(f"exporting {spec.name}", spinner="dots") as status:
+        result = export_model(
+            spec,
+            repository,
+            model_name=model_name,
+            version=version,
+            weights=None if weights == "none" else weights,
+            input=input_mode,
+            input_shape=(input_size, input_size, 3) if input_size else None,
+            max_batch_size=max_batch_size,
+            progress=lambda _stage, message: status.update(f"{spec.name}: {message}"),
+        )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    v = result.verification
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in (
+        ("Model", f"{result.model} version {result.version}"),
+        ("Path", str(result.path / "model.onnx")),
+        ("Size", f"{result.onnx_bytes / 2**20:.1f} MiB"),
+        ("Export time", f"{result.seconds:.1f} s"),
+        ("Peak memory", f"{result.peak_rss_bytes / 2**30:.2f} GiB"),
+        (
+            "Check",
+            f"max |logit diff| {v['max_abs_logit_diff']:.2e} <= {v['tolerance']:.2e}, "
+            f"top-1 agreement {v['top1_agreement']:.0%} on {v['inputs']} inputs",
+        ),
+    ):
+        table.add_row(key, value)
+    out.print(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="zoo")

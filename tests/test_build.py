@@ -60,10 +60,13 @@ def test_missing_imagenet_weights_say_where_and_how(keras_home: Path) -> None:
     assert "zoo weights fetch ResNet50" in message
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("spec", list_models(), ids=lambda s: s.name)
 def test_built_model_matches_catalog(spec: zoo.ModelSpec) -> None:
-    """Parameter count and layers with weights (keras.io's depth) of the real model."""
+    """Parameter count and layers with weights (keras.io's depth) of the real model.
+
+    For the 13 seed models this, with the published-table test, proves the built models
+    have exactly the table's parameter counts. All 40 build in about a minute.
+    """
     import gc
 
     import keras

@@ -1,0 +1,179 @@
+"""ONNX export: numbers equal Keras's, preprocessing lives in the graph, bad input is clear."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import pixel_sensitive_model
+
+import zoo
+from zoo.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from zoo.export import export_model
+from zoo.repository import Repository
+from zoo.verify import compare_logits, photo, verification_inputs
+
+SIZE = 64
+
+
+def keras_logits(spec: zoo.ModelSpec, model, pixels: np.ndarray) -> np.ndarray:
+    """The reference: Keras's own preprocess_input, then the model, in this process."""
+    preprocess = importlib.import_module(spec.keras_module).preprocess_input
+    return np.asarray(model(preprocess(pixels.astype("float32")), training=False))
+
+
+def onnx_outputs(path: Path, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"image": pixels}), strict=True))
+
+
+# One model per preprocessing mode; small inputs keep each export to seconds.
+PER_MODE = [
+    ("ResNet50", {}),  # caffe
+    ("MobileNetV2", {"alpha": 0.35}),  # tf
+    ("DenseNet121", {}),  # torch
+    ("MobileNetV3Small", {"minimalistic": True}),  # built-in
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), PER_MODE, ids=[n for n, _ in PER_MODE])
+def test_uint8_graph_matches_keras_preprocess_and_model(name, kwargs, tmp_path: Path) -> None:
+    spec = zoo.get_spec(name)
+    model = pixel_sensitive_model(name, SIZE, **kwargs)
+    result = export_model(
+        model, tmp_path, model_name=name.lower(), preprocessing=spec.preprocessing
+    )
+    photos = np.stack([photo(p, (SIZE, SIZE)) for p in ("chelsea.jpg", "coffee.jpg")])
+    expected = keras_logits(spec, model, photos)
+    got = onnx_outputs(result.path / "model.onnx", photos)
+
+    check = compare_logits(expected, got["logits"])
+    assert check.passed, check
+    assert check.logit_spread > 0.5  # the reference really depends on the pixels
+    assert np.allclose(got["probabilities"].sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(got["probabilities"].argmax(1), expected.argmax(1))
+    assert result.verification["passed"] and result.verification["inputs"] == 8
+    manifest = result.manifest
+    assert manifest["input"]["preprocessing"] == spec.preprocessing.value
+    assert manifest["input"]["datatype"] == "UINT8"
+    assert manifest["input"]["shape"] == [-1, SIZE, SIZE, 3]
+
+
+def test_the_check_catches_wrong_preprocessing(tmp_path: Path) -> None:
+    """Planted error: a tf-mode model exported with torch preprocessing must not compare equal."""
+    spec = zoo.get_spec("MobileNetV2")
+    model = pixel_sensitive_model("MobileNetV2", SIZE, alpha=0.35)
+    result = export_model(model, tmp_path, model_name="wrong", preprocessing="torch")
+    pixels = verification_inputs(SIZE, SIZE)
+    check = compare_logits(
+        keras_logits(spec, model, pixels),
+        onnx_outputs(result.path / "model.onnx", pixels)["logits"],
+    )
+    assert not check.passed
+    assert check.max_abs_logit_diff > 100 * check.tolerance
+
+
+def test_float32_mode_is_the_bare_network(tmp_path: Path) -> None:
+    spec = zoo.get_spec("MobileNetV2")
+    result = export_model(
+        spec, tmp_path, weights=None, input="float32", input_shape=(SIZE, SIZE, 3), alpha=0.35
+    )
+    session = ort.InferenceSession(str(result.path / "model.onnx"))
+    (image,) = session.get_inputs()
+    assert (image.name, image.type) == ("image", "tensor(float)")
+    assert image.shape[1:] == [SIZE, SIZE, 3] and not isinstance(image.shape[0], int)
+    assert [o.name for o in session.get_outputs()] == ["logits", "probabilities"]
+    assert result.manifest["input"]["preprocessing_in_graph"] is False
+
+
+def test_manifest_records_source_labels_and_figures(tmp_path: Path) -> None:
+    result = export_model(
+        "MobileNetV2", tmp_path, weights=None, input_shape=(SIZE, SIZE, 3), alpha=0.35
+    )
+    manifest = json.loads((result.path / "zoo.json").read_text())
+    assert manifest == result.manifest
+    assert (manifest["model"], manifest["version"]) == ("mobilenetv2", 1)
+    assert manifest["source"]["catalog_model"] == "MobileNetV2"
+    assert manifest["source"]["constructor_kwargs"] == {"alpha": 0.35}
+    assert manifest["source"]["weights"] == {"kind": "none"}
+    assert len(manifest["labels"]) == 1000
+    assert manifest["labels"][:3] == ["tench", "goldfish", "great_white_shark"]
+    assert manifest["onnx"]["bytes"] == (result.path / "model.onnx").stat().st_size
+    import hashlib
+
+    assert (
+        manifest["onnx"]["sha256"]
+        == hashlib.sha256((result.path / "model.onnx").read_bytes()).hexdigest()
+    )
+    assert manifest["export"]["peak_rss_bytes"] > 100 * 2**20
+    assert set(manifest["verification"]) >= {"max_abs_logit_diff", "tolerance", "top1_agreement"}
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="unknown model"):
+        export_model("NoSuchNet", tmp_path)
+    with pytest.raises(InvalidArgument, match=r"height and width >= 32"):
+        export_model("MobileNetV2", tmp_path, weights=None, input_shape=(8, 8, 3))
+    with pytest.raises(NotFound, match=r"'/no/such\.h5' does not exist"):
+        export_model("MobileNetV2", tmp_path, weights="/no/such.h5")
+    with pytest.raises(InvalidArgument, match="input must be one of"):
+        export_model("MobileNetV2", tmp_path, weights=None, input="int8")
+    with pytest.raises(InvalidArgument, match=r"invalid model name '\.\./escape'"):
+        export_model("MobileNetV2", tmp_path, weights=None, model_name="../escape")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(InvalidArgument, match="is a file; expected a directory"):
+        export_model("MobileNetV2", a_file, weights=None)
+    assert Repository(tmp_path).models() == []
+
+
+def test_pinned_version_that_exists_is_refused(tmp_path: Path) -> None:
+    export_model("MobileNetV2", tmp_path, weights=None, input_shape=(SIZE, SIZE, 3), version=3)
+    with pytest.raises(AlreadyExists, match="already has version 3"):
+        export_model("MobileNetV2", tmp_path, weights=None, version=3)
+
+
+def test_failed_verification_publishes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FailedPrecondition, match="verification failed, nothing was published"):
+        # A negative tolerance cannot be met: stands in for a numerically wrong export.
+        export_model(
+            "MobileNetV2", tmp_path, weights=None, input_shape=(SIZE, SIZE, 3), rel_tol=-1.0
+        )
+    assert Repository(tmp_path).models() == []
+    assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_cli_export_summary_and_errors(zoo_cli, tmp_path: Path) -> None:
+    done = zoo_cli(
+        "export",
+        "mobilenetv2",
+        "-r",
+        str(tmp_path),
+        "--weights",
+        "none",
+        "--input-size",
+        "64",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["model"], summary["version"]) == ("mobilenetv2", 1)
+    assert summary["verification"]["passed"] is True
+    assert summary["onnx_bytes"] == (tmp_path / "mobilenetv2/1/model.onnx").stat().st_size
+
+    for args, message in [
+        (("NoSuchNet",), "unknown model 'NoSuchNet'"),
+        (("MobileNetV2", "--input-size", "8", "--weights", "none"), ">= 32; received (8, 8)"),
+        (("MobileNetV2", "--weights", str(tmp_path / "nope.h5")), "does not exist"),
+        (("MobileNetV2", "-r", str(tmp_path / "mobilenetv2/config.pbtxt")), "is a file"),
+        (("MobileNetV2",), "are not in the cache"),
+    ]:
+        done = zoo_cli("export", *args, *(() if "-r" in args else ("-r", str(tmp_path))))
+        assert done.returncode == 1, args
+        assert done.stderr.startswith("zoo: error: ") and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

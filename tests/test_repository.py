@@ -1,0 +1,148 @@
+"""The model repository: versions, manifests, Triton's config format, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import AlreadyExists, InvalidArgument, NotFound
+from zoo.export import export_model
+from zoo.repository import Repository, validate_model_name
+from zoo.triton_config import TensorSpec, render_config
+
+SMALL = {"weights": None, "input_shape": (64, 64, 3), "alpha": 0.35}
+
+
+def fake_version(tmp: Path, text: str = "onnx") -> Path:
+    staged = tmp / f"staged-{text}"
+    staged.mkdir()
+    (staged / "model.onnx").write_text(text)
+    (staged / "zoo.json").write_text(json.dumps({"note": text}))
+    return staged
+
+
+def test_versions_increase_and_newest_wins(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    assert repo.publish(fake_version(tmp_path, "a"), "m", config).version == 1
+    assert repo.publish(fake_version(tmp_path, "b"), "m", config).version == 2
+    assert repo.publish(fake_version(tmp_path, "c"), "m", config, version=7).version == 7
+    assert repo.publish(fake_version(tmp_path, "d"), "m", config).version == 8
+    assert repo.versions("m") == [1, 2, 7, 8]
+    assert repo.get("m").version == 8
+    assert repo.manifest("m", 2) == {"note": "b", "model": "m", "version": 2}
+    with pytest.raises(AlreadyExists, match="already has version 7"):
+        repo.publish(fake_version(tmp_path, "e"), "m", config, version=7)
+    with pytest.raises(NotFound, match="has no version 5; it has 1, 2, 7, 8"):
+        repo.get("m", 5)
+    with pytest.raises(NotFound, match="model 'other' is not in"):
+        repo.versions("other")
+    with pytest.raises(InvalidArgument, match="positive integer; received 0"):
+        repo.get("m", 0)
+
+
+@pytest.mark.parametrize(
+    "name", ["..", ".", ".staging", "a/b", "../up", "", "x" * 65, "with space", "naïve", "/abs"]
+)
+def test_invalid_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidArgument, match="invalid model name"):
+        validate_model_name(name)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "My-Model_v2.1", "x" * 64, "9"])
+def test_valid_names(name: str) -> None:
+    assert validate_model_name(name) == name
+
+
+def test_manifest_round_trips_and_config_parses_with_triton(tmp_path: Path) -> None:
+    result = export_model("MobileNetV2", tmp_path, max_batch_size=16, **SMALL)
+    repo = Repository(tmp_path)
+    assert repo.models() == ["mobilenetv2"]
+    assert repo.manifest("mobilenetv2") == result.manifest
+    assert json.loads(json.dumps(result.manifest)) == result.manifest
+
+    # Parsed by Triton's own protobuf definition, in a separate process: its generated
+    # `inference` modules clash with ours when both load into one protobuf registry.
+    code = """
+import json, sys
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+DataType = model_config_pb2.DataType
+config = text_format.Parse(open(sys.argv[1]).read(), model_config_pb2.ModelConfig())
+print(json.dumps({
+    "name": config.name, "platform": config.platform, "max_batch_size": config.max_batch_size,
+    "inputs": [[t.name, DataType.Name(t.data_type), list(t.dims)] for t in config.input],
+    "outputs": [[t.name, DataType.Name(t.data_type), list(t.dims)] for t in config.output],
+    "dynamic_batching": config.HasField("dynamic_batching"),
+}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "mobilenetv2" / "config.pbtxt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {
+        "name": "mobilenetv2",
+        "platform": "onnxruntime_onnx",
+        "max_batch_size": 16,
+        "inputs": [["image", "TYPE_UINT8", [64, 64, 3]]],
+        "outputs": [["logits", "TYPE_FP32", [1000]], ["probabilities", "TYPE_FP32", [1000]]],
+        "dynamic_batching": True,
+    }
+
+
+def test_config_matches_tensor_specs() -> None:
+    text = render_config("m", [TensorSpec("image", "FP32", (3, 4, 3))], [], 4)
+    assert (
+        'name: "image"' in text and "data_type: TYPE_FP32" in text and "dims: [ 3, 4, 3 ]" in text
+    )
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every visible file (not under .staging) with its content hash."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".staging" not in p.parts
+    }
+
+
+@pytest.mark.parametrize("moment", ["staging", "writing"])
+def test_killed_export_leaves_the_repository_as_it_was(tmp_path: Path, moment: str) -> None:
+    export_model("MobileNetV2", tmp_path, **SMALL)
+    before = snapshot(tmp_path)
+    zoo_exe = Path(sys.executable).with_name("zoo")
+    process = subprocess.Popen(
+        [str(zoo_exe), "export", "mobilenetv2", "-r", str(tmp_path), "--weights", "none"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    staging = tmp_path / ".staging"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        files = list(staging.rglob("model.onnx")) if staging.exists() else []
+        if moment == "staging" and staging.exists() and any(staging.iterdir()):
+            break
+        if moment == "writing" and files and files[0].stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the export finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(0.5)  # the export child dies with its parent (PR_SET_PDEATHSIG)
+
+    assert snapshot(tmp_path) == before
+    assert Repository(tmp_path).versions("mobilenetv2") == [1]
+    # The next writer clears the dead writer's staging debris and carries on.
+    assert export_model("MobileNetV2", tmp_path, **SMALL).version == 2
+    assert list(staging.iterdir()) == []

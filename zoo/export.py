@@ -1,0 +1,351 @@
+"""Export a catalog (or any Keras) image classifier into the model repository as ONNX.
+
+The heavy work runs in a child process (``zoo.export_child``): TensorFlow keeps the memory
+it took, and the caller (a CLI, a server, a job worker) must not grow. This module only
+validates arguments, stages the version, reads the child's progress, writes ``zoo.json`` and
+``config.pbtxt`` and publishes the version atomically. An export whose verification fails
+is not published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo import errors
+from zoo.build import resolve_spec, validate_input_shape
+from zoo.catalog import ModelSpec, Preprocessing
+from zoo.labels import imagenet_class_index
+from zoo.repository import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    ModelVersion,
+    Repository,
+    validate_model_name,
+)
+from zoo.triton_config import TensorSpec, render_config
+
+INPUT_MODES = ("uint8", "float32")
+MANIFEST_FORMAT = "keras-zoo.model/1"
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export produced: the published version and its figures."""
+
+    model: str
+    version: int
+    path: Path
+    onnx_bytes: int
+    seconds: float
+    peak_rss_bytes: int
+    verification: dict[str, Any]
+    manifest: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "path": str(self.path),
+            "onnx_bytes": self.onnx_bytes,
+            "seconds": round(self.seconds, 3),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "verification": self.verification,
+        }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _kill_with_parent() -> None:
+    # The export child dies with its parent (Linux), so a killed `zoo export` leaves no orphan.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _run_child(request: dict[str, Any], workdir: Path, progress: Progress | None) -> dict[str, Any]:
+    request_path = workdir / "request.json"
+    request_path.write_text(json.dumps(request))
+    with tempfile.TemporaryFile(mode="w+") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "zoo.export_child", str(request_path)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+            preexec_fn=_kill_with_parent if sys.platform == "linux" else None,
+        )
+        final: dict[str, Any] | None = None
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a library printing to stdout
+            if event.get("event") == "stage" and progress is not None:
+                progress(event["stage"], event["message"])
+            elif event.get("event") in ("result", "error"):
+                final = event
+        code = process.wait()
+        if final is not None and final["event"] == "error":
+            error_class = getattr(errors, final["error"], errors.Internal)
+            raise error_class(final["message"])
+        if final is None or code != 0:
+            stderr.seek(0)
+            tail = [ln for ln in stderr.read().strip().splitlines() if ln.strip()][-1:]
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+            raise errors.Internal(
+                f"the export process {how}{hint}: {tail[0] if tail else 'no error output'}"
+            )
+        return final
+
+
+def _labels(spec: ModelSpec | None, num_classes: int, labels: Sequence[str] | None) -> list[str]:
+    if labels is not None:
+        if len(labels) != num_classes:
+            raise errors.InvalidArgument(
+                f"{len(labels)} labels given for a model with {num_classes} outputs"
+            )
+        return list(labels)
+    if spec is not None and num_classes == 1000:
+        return [name for _, name in imagenet_class_index()]
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def export_model(
+    name_or_keras_model: str | ModelSpec | Any,
+    repository: str | os.PathLike[str] | Repository,
+    *,
+    model_name: str | None = None,
+    version: int | None = None,
+    weights: str | os.PathLike[str] | None = "imagenet",
+    input: str = "uint8",
+    input_shape: tuple[int, int, int] | None = None,
+    preprocessing: str | Preprocessing | None = None,
+    labels: Sequence[str] | None = None,
+    max_batch_size: int = 32,
+    opset: int | None = None,
+    rel_tol: float = 1e-4,
+    weights_dir: str | os.PathLike[str] | None = None,
+    allow_download: bool = False,
+    progress: Progress | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+    **constructor_kwargs: Any,
+) -> ExportResult:
+    """Export a model to ``<repository>/<model_name>/<version>/model.onnx``, verified.
+
+    Args:
+        name_or_keras_model: a catalog name or spec, or a built Keras model (classifier).
+        repository: repository directory (created if missing) or a ``Repository``.
+        model_name: name in the repository. Defaults to the catalog name in lower case, or
+            the Keras model's name.
+        version: version number to write. Defaults to the next free one.
+        weights: ``"imagenet"`` (from the local cache), ``None``/``"none"`` or a weights
+            file, for catalog models. Defaults to ``"imagenet"``.
+        input: ``"uint8"`` (raw RGB pixels, preprocessing inside the graph) or ``"float32"``
+            (the bare network; the caller preprocesses). Defaults to ``"uint8"``.
+        input_shape: (height, width, 3) for catalog models. Defaults to the model's.
+        preprocessing: mode of a Keras model given directly (caffe, tf, torch, builtin).
+        labels: class names. Defaults to the ImageNet names for 1000-class catalog models.
+        max_batch_size: written to config.pbtxt. Defaults to 32.
+        opset: ONNX opset. Defaults to tf2onnx's default.
+        rel_tol: verification tolerance relative to the logit scale. Defaults to 1e-4.
+        weights_dir: the weights cache. Defaults to ``$KERAS_HOME/models``.
+        allow_download: fetch missing ImageNet weights. Defaults to False.
+        progress: called with (stage, message) while the child works.
+        extra_manifest: merged into zoo.json (e.g. training history of a fine-tune).
+        **constructor_kwargs: passed to the Keras constructor (e.g. ``alpha=0.35``).
+
+    Raises:
+        NotFound, InvalidArgument, AlreadyExists, WeightsNotFound: bad arguments, checked
+            before any work. FailedPrecondition: verification failed; nothing was published.
+    """
+    if input not in INPUT_MODES:
+        raise errors.InvalidArgument(f"input must be one of {INPUT_MODES}; received {input!r}")
+    if not isinstance(max_batch_size, int) or max_batch_size < 1:
+        raise errors.InvalidArgument(
+            f"max_batch_size must be a positive integer; received {max_batch_size!r}"
+        )
+    repo = repository if isinstance(repository, Repository) else Repository(repository)
+    spec: ModelSpec | None = None
+    keras_model = None
+    if isinstance(name_or_keras_model, (str, ModelSpec)):
+        spec = resolve_spec(name_or_keras_model)
+        validate_input_shape(spec, input_shape)
+        if weights not in (None, "none", "imagenet") and not Path(str(weights)).is_file():
+            raise errors.NotFound(
+                f"weights file {str(weights)!r} does not exist; "
+                "expected 'imagenet', 'none' or the path of a Keras weights file"
+            )
+        if weights == "imagenet":
+            from zoo.weights import locate
+
+            locate(spec, True, weights_dir, allow_download)  # fail fast, before the child
+        name = validate_model_name(model_name or spec.name.lower())
+        mode = spec.preprocessing.value
+    else:
+        keras_model = name_or_keras_model
+        if preprocessing is None:
+            raise errors.InvalidArgument(
+                "a Keras model needs preprocessing= one of "
+                f"{[p.value for p in Preprocessing]}, to put into the graph"
+            )
+        mode = Preprocessing(preprocessing).value
+        name = validate_model_name(model_name or keras_model.name)
+        _labels(None, int(keras_model.output_shape[-1]), labels)  # fail fast on a mismatch
+    if version is not None and version in _existing_versions(repo, name):
+        raise errors.AlreadyExists(f"model {name!r} already has version {version}")
+
+    with repo.stage() as staged:
+        if keras_model is not None:
+            source_path = staged / "source.keras"
+            keras_model.save(source_path)
+            source: dict[str, Any] = {
+                "kind": "keras_file",
+                "path": str(source_path),
+                "preprocessing": mode,
+            }
+        else:
+            assert spec is not None
+            source = {
+                "kind": "catalog",
+                "name": spec.name,
+                "weights": None if weights in (None, "none") else str(weights),
+                "input_shape": list(input_shape) if input_shape else None,
+                "weights_dir": str(weights_dir) if weights_dir else None,
+                "allow_download": allow_download,
+                "constructor_kwargs": constructor_kwargs,
+            }
+        version_dir = staged / "version"
+        version_dir.mkdir()
+        model_file = version_dir / MODEL_FILE
+        request = {
+            "source": source,
+            "input": input,
+            "opset": opset,
+            "output": str(model_file),
+            "rel_tol": rel_tol,
+        }
+        result = _run_child(request, staged, progress)
+        verification = result["verification"]
+        if not verification["passed"]:
+            raise errors.FailedPrecondition(
+                f"verification failed, nothing was published: max |logit diff| "
+                f"{verification['max_abs_logit_diff']:.3g} against tolerance "
+                f"{verification['tolerance']:.3g}, top-1 agreement "
+                f"{verification['top1_agreement']:.0%}"
+            )
+        if progress is not None:
+            progress("publish", "writing the version into the repository")
+        manifest = _manifest(spec, source, result, model_file, input, mode, labels)
+        if extra_manifest:
+            manifest.update(extra_manifest)
+        (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        config = render_config(
+            name,
+            [TensorSpec("image", manifest["input"]["datatype"], tuple(result["input_shape"]))],
+            [TensorSpec(o["name"], "FP32", (result["num_classes"],)) for o in manifest["outputs"]],
+            max_batch_size,
+        )
+        published: ModelVersion = repo.publish(version_dir, name, config, version)
+    return ExportResult(
+        model=name,
+        version=published.version,
+        path=published.path,
+        onnx_bytes=published.model_file.stat().st_size,
+        seconds=result["seconds"],
+        peak_rss_bytes=result["peak_rss_bytes"],
+        verification=verification,
+        manifest=published.manifest(),
+    )
+
+
+def _existing_versions(repo: Repository, name: str) -> list[int]:
+    try:
+        return repo.versions(name)
+    except errors.NotFound:
+        return []
+
+
+def _manifest(
+    spec: ModelSpec | None,
+    source: dict[str, Any],
+    result: dict[str, Any],
+    model_file: Path,
+    input_mode: str,
+    mode: str,
+    labels: Sequence[str] | None,
+) -> dict[str, Any]:
+    num_classes = result["num_classes"]
+    weights_info: dict[str, Any] = {"kind": "none"}
+    if source["kind"] == "keras_file":
+        weights_info = {"kind": "keras_model"}
+    elif source["weights"] == "imagenet":
+        assert spec is not None
+        wf = spec.weights_top
+        weights_info = {"kind": "imagenet", "file_name": wf.file_name, "file_hash": wf.file_hash}
+    elif source["weights"] is not None:
+        path = Path(source["weights"])
+        weights_info = {"kind": "file", "file_name": path.name, "sha256": _sha256(path)}
+    height, width, _ = result["input_shape"]
+    return {
+        "format": MANIFEST_FORMAT,
+        "model": None,  # set when published
+        "version": None,
+        "source": {
+            "catalog_model": spec.name if spec else None,
+            "constructor_kwargs": source.get("constructor_kwargs", {}),
+            "weights": weights_info,
+            "keras_version": result["keras_version"],
+        },
+        "input": {
+            "name": "image",
+            "datatype": "UINT8" if input_mode == "uint8" else "FP32",
+            "shape": [-1, height, width, 3],
+            "layout": "NHWC",
+            "color": "RGB",
+            "preprocessing": mode,
+            "preprocessing_in_graph": input_mode == "uint8",
+        },
+        "outputs": [
+            TensorSpec("logits", "FP32", (num_classes,)).to_dict(),
+            TensorSpec("probabilities", "FP32", (num_classes,)).to_dict(),
+        ],
+        "labels": _labels(spec, num_classes, labels),
+        "onnx": {
+            "file": MODEL_FILE,
+            "sha256": _sha256(model_file),
+            "bytes": model_file.stat().st_size,
+            "opset": result["opset"],
+            "nodes": result["nodes"],
+        },
+        "export": {
+            "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seconds": round(result["seconds"], 3),
+            "peak_rss_bytes": result["peak_rss_bytes"],
+            "route": "stateless trace + numpy weight folding (zoo.onnx_export)",
+            "host": platform.node(),
+        },
+        "verification": result["verification"],
+    }

@@ -1,0 +1,152 @@
+"""The export process: ``python -m zoo.export_child REQUEST.json``.
+
+Runs in a child process because TensorFlow keeps the memory it took after a model is
+built and exported; the caller's process must not grow. Speaks JSON lines on stdout:
+``{"event": "stage", "stage": ..., "message": ...}`` while working, then one
+``{"event": "result", ...}`` or ``{"event": "error", "error": <ZooError class>, "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo import errors
+from zoo.build import build_model, import_keras
+from zoo.catalog import Preprocessing, get_spec
+from zoo.verify import compare_logits, verification_inputs
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def stage(name: str, message: str) -> None:
+    emit("stage", stage=name, message=message)
+
+
+def preprocess_function(keras: Any, mode: str, keras_module: str | None) -> Any:
+    """Keras's own preprocess_input for this model (identity for built-in preprocessing)."""
+    if mode == Preprocessing.BUILTIN.value:
+        return None
+    if keras_module is not None:
+        import importlib
+
+        return importlib.import_module(keras_module).preprocess_input
+    imagenet_utils = keras.applications.imagenet_utils
+    return lambda x: imagenet_utils.preprocess_input(x, mode=mode)
+
+
+def to_logits_model(keras: Any, model: Any) -> Any:
+    """Make ``model`` output logits: switch a final softmax off (on this process's copy)."""
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", "")
+    if name == "softmax":
+        last.activation = keras.activations.linear
+    elif name not in ("linear", ""):
+        raise errors.InvalidArgument(
+            f"the model's last layer {last.name!r} applies {name!r}; expected a softmax "
+            "classifier or logits, so that exported logits and probabilities are meaningful"
+        )
+    return model
+
+
+def load_model(keras: Any, source: dict[str, Any]) -> tuple[Any, str, str | None]:
+    """The logits model, its preprocessing mode and the Keras module of its preprocess_input."""
+    if source["kind"] == "catalog":
+        spec = get_spec(source["name"])
+        model = build_model(
+            spec,
+            weights=source["weights"],
+            input_shape=source.get("input_shape"),
+            allow_download=source.get("allow_download", False),
+            weights_dir=source.get("weights_dir"),
+            classifier_activation=None,
+            **source.get("constructor_kwargs", {}),
+        )
+        return model, spec.preprocessing.value, spec.keras_module
+    model = keras.saving.load_model(source["path"], compile=False)
+    return to_logits_model(keras, model), source["preprocessing"], None
+
+
+def batched(model: Any, x: np.ndarray, batch: int = 4) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
+    )
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    keras = import_keras()
+    from zoo.onnx_export import export_keras_to_onnx
+
+    stage("build", "building the Keras model")
+    model, mode, keras_module = load_model(keras, request["source"])
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4 or model.inputs[0].shape[-1] != 3:
+        raise errors.InvalidArgument(
+            f"export needs one NHWC RGB image input; the model has {model.inputs}"
+        )
+    height, width = (int(d) for d in model.inputs[0].shape[1:3])
+    preprocess = preprocess_function(keras, mode, keras_module)
+
+    stage("reference", "computing Keras reference logits")
+    pixels = verification_inputs(height, width)
+    floats = pixels.astype(np.float32)
+    uint8_input = request["input"] == "uint8"
+    fed = preprocess(floats.copy()) if preprocess is not None else floats
+    reference = batched(model, np.asarray(fed, dtype=np.float32))
+
+    stage("convert", "converting to ONNX")
+    output = Path(request["output"])
+    stats = export_keras_to_onnx(
+        model,
+        output,
+        preprocess=preprocess if uint8_input else None,
+        input_dtype="uint8" if uint8_input else "float32",
+        opset=request.get("opset"),
+    )
+    num_classes = int(reference.shape[-1])
+    del model
+    keras.backend.clear_session()
+
+    stage("verify", "checking ONNX Runtime against Keras")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    feed = pixels if uint8_input else np.asarray(fed, dtype=np.float32)
+    onnx_logits = np.concatenate(
+        [session.run(["logits"], {"image": feed[i : i + 4]})[0] for i in range(0, len(feed), 4)]
+    )
+    verification = compare_logits(reference, onnx_logits, request.get("rel_tol", 1e-4))
+    return {
+        "preprocessing": mode,
+        "input_shape": [height, width, 3],
+        "num_classes": num_classes,
+        "seconds": time.perf_counter() - started,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "keras_version": keras.__version__,
+        "verification": verification.to_dict(),
+        **stats,
+    }
+
+
+def main() -> int:
+    request = json.loads(Path(sys.argv[1]).read_text())
+    try:
+        emit("result", **run(request))
+    except errors.ZooError as e:
+        emit("error", error=type(e).__name__, message=str(e))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""A model repository on disk, laid out as Triton lays one out, plus our ``zoo.json``.
+
+```
+<root>/<model>/config.pbtxt          Triton model configuration (newest version's signature)
+<root>/<model>/<version>/model.onnx
+<root>/<model>/<version>/zoo.json    source, preprocessing, labels, verification figures, sha256
+<root>/.staging/                     versions being assembled (hidden from readers and Triton)
+```
+
+Versions are positive integers; the newest wins unless a caller pins one. A version is
+assembled in ``.staging`` and renamed into place in one step, so a reader, or Triton, never
+sees half a version, and a crash or kill at any moment leaves the repository as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import AlreadyExists, InvalidArgument, NotFound
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "zoo.json"
+CONFIG_FILE = "config.pbtxt"
+STAGING_DIR = ".staging"
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def validate_model_name(name: object) -> str:
+    """``name`` if it is a safe model name, else InvalidArgument saying what is allowed."""
+    if (
+        not isinstance(name, str)
+        or not _NAME.fullmatch(name)
+        or name.startswith(".")  # hidden names are ours (staging) and '.', '..' escape
+    ):
+        raise InvalidArgument(
+            f"invalid model name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ . - "
+            "not starting with '.'"
+        )
+    return name
+
+
+def _validate_version(version: object) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidArgument(f"a version is a positive integer; received {version!r}")
+    return version
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    path: Path
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.path / MANIFEST_FILE).read_text())
+        except FileNotFoundError:
+            raise NotFound(f"{self.model} version {self.version} has no {MANIFEST_FILE}") from None
+        return data
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Repository:
+    """Lists, reads and atomically adds model versions under one directory."""
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidArgument(
+                f"repository path {str(self.root)!r} is a file; expected a directory"
+            )
+        if not self.root.exists():
+            if not create:
+                raise NotFound(f"repository {str(self.root)!r} does not exist")
+            self.root.mkdir(parents=True)
+
+    def __repr__(self) -> str:
+        return f"Repository({str(self.root)!r})"
+
+    def models(self) -> list[str]:
+        """Names of models that have at least one version, sorted."""
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and self._version_numbers(p)
+        )
+
+    @staticmethod
+    def _version_numbers(model_dir: Path) -> list[int]:
+        return sorted(
+            int(p.name)
+            for p in model_dir.iterdir()
+            if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and (p / MODEL_FILE).is_file()
+        )
+
+    def versions(self, model: str) -> list[int]:
+        """Versions of ``model``, oldest first. Unknown model: NotFound."""
+        validate_model_name(model)
+        model_dir = self.root / model
+        found = self._version_numbers(model_dir) if model_dir.is_dir() else []
+        if not found:
+            known = ", ".join(self.models()) or "none"
+            raise NotFound(f"model {model!r} is not in {self.root} (models: {known})")
+        return found
+
+    def get(self, model: str, version: int | None = None) -> ModelVersion:
+        """One version of ``model``: the newest, or ``version`` if given."""
+        available = self.versions(model)
+        chosen = available[-1] if version is None else _validate_version(version)
+        if chosen not in available:
+            raise NotFound(
+                f"model {model!r} has no version {chosen}; it has {', '.join(map(str, available))}"
+            )
+        return ModelVersion(model, chosen, self.root / model / str(chosen))
+
+    def manifest(self, model: str, version: int | None = None) -> dict[str, Any]:
+        return self.get(model, version).manifest()
+
+    def _clean_stale_staging(self) -> None:
+        # Staging directories are named <pid>-<random>; one whose writer died is debris.
+        staging = self.root / STAGING_DIR
+        if not staging.is_dir():
+            return
+        for entry in staging.iterdir():
+            pid = entry.name.split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    @contextmanager
+    def stage(self) -> Iterator[Path]:
+        """A private directory to assemble a version in; removed afterwards in any case."""
+        self._clean_stale_staging()
+        staging = self.root / STAGING_DIR
+        staging.mkdir(exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=staging))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish(
+        self, staged: Path, model: str, config_pbtxt: str, version: int | None = None
+    ) -> ModelVersion:
+        """Move a staged version (a directory holding model.onnx) into place atomically.
+
+        ``version=None`` takes the next free number; a pinned version that exists raises
+        AlreadyExists. The staged ``zoo.json`` gets its final model name and version number
+        written into it just before the move.
+        """
+        validate_model_name(model)
+        if not (staged / MODEL_FILE).is_file():
+            raise InvalidArgument(f"staged directory {staged} has no {MODEL_FILE}")
+        model_dir = self.root / model
+        existing = self._version_numbers(model_dir) if model_dir.is_dir() else []
+        if version is not None:
+            _validate_version(version)
+            if version in existing or (model_dir / str(version)).exists():
+                raise AlreadyExists(f"model {model!r} already has version {version}")
+            candidates: Iterator[int] = iter([version])
+        else:
+            start = max(existing, default=0) + 1
+            candidates = iter(range(start, start + 1000))
+        for number in candidates:
+            self._write_manifest_identity(staged, model, number)
+            if self._move_into_place(staged, model_dir, number, config_pbtxt):
+                return ModelVersion(model, number, model_dir / str(number))
+        raise AlreadyExists(f"model {model!r}: version {version} was taken by another writer")
+
+    @staticmethod
+    def _write_manifest_identity(staged: Path, model: str, number: int) -> None:
+        path = staged / MANIFEST_FILE
+        manifest = json.loads(path.read_text()) if path.exists() else {}
+        manifest.update(model=model, version=number)
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def _move_into_place(
+        self, staged: Path, model_dir: Path, number: int, config_pbtxt: str
+    ) -> bool:
+        """Rename ``staged`` to ``model_dir/number``; False if that number was just taken."""
+        if not model_dir.exists():
+            # A new model appears whole: wrap version and config in a staged model
+            # directory and rename that, so no empty model directory is ever visible.
+            wrapper = staged.parent / f"{staged.name}.model"
+            wrapper.mkdir()
+            (wrapper / CONFIG_FILE).write_text(config_pbtxt)
+            os.rename(staged, wrapper / str(number))
+            try:
+                os.rename(wrapper, model_dir)
+                return True
+            except OSError:
+                # Another writer created the model meanwhile: fall back to a version move.
+                os.rename(wrapper / str(number), staged)
+                shutil.rmtree(wrapper, ignore_errors=True)
+        try:
+            os.rename(staged, model_dir / str(number))
+        except OSError:
+            if (model_dir / str(number)).exists():
+                return False
+            raise
+        _write_text_atomically(model_dir / CONFIG_FILE, config_pbtxt)
+        return True
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
