@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint constraints clean
+.PHONY: venv test test-slow lint constraints clean bench-export
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -38,3 +38,7 @@ constraints:
 	{ echo "# Pinned versions for reproducible deployments (CPU server + dev tools), Python 3.11, Linux x86-64."; \
 	  echo "# Regenerate after changing pyproject.toml: \`make constraints\`."; \
 	  /tmp/zoo-pin/bin/pip freeze | grep -v '^keras-zoo'; } > constraints.txt
+
+# Benchmarks: side-by-side ratios, written to docs/benchmarks/. Minutes, not part of `make test`.
+bench-export: $(STAMP)
+	$(PY) -m bench.export

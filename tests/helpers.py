@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
 
-def pixel_sensitive_model(name: str, input_size: int, **kwargs: object) -> object:
-    """A ``weights=None`` catalog model whose logits depend on the pixels.
 
-    Random weights answer almost the same whatever the input, which hides wrong
-    preprocessing. So: output logits, set every BatchNorm's statistics from real photos
-    (momentum 0, one training-mode pass) and scale the classifier so the logits spread by
-    about 10 between images.
-    """
-    import importlib
-
+def pixel_sensitive_model(name: str, input_size: int, **kwargs: object) -> Any:
+    """A ``weights=None`` catalog logits model whose outputs depend on the pixels."""
     import keras
-    import numpy as np
 
     import zoo
-    from zoo.verify import verification_inputs
+    from zoo.verify import make_pixel_sensitive, verification_inputs
 
     spec = zoo.get_spec(name)
     keras.utils.set_random_seed(0)
@@ -29,13 +23,6 @@ def pixel_sensitive_model(name: str, input_size: int, **kwargs: object) -> objec
         **kwargs,
     )
     preprocess = importlib.import_module(spec.keras_module).preprocess_input
-    x = preprocess(verification_inputs(input_size, input_size).astype("float32"))
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(x, training=True)
-    head = [layer for layer in model.layers if hasattr(layer, "kernel")][-1]
-    logits = np.asarray(model(x, training=False))
-    spread = float(np.std(logits - logits.mean(axis=0)))
-    head.kernel.assign(head.kernel * (10.0 / max(spread, 1e-12)))
-    return model
+    return make_pixel_sensitive(
+        model, preprocess(verification_inputs(input_size, input_size).astype("float32"))
+    )

@@ -177,3 +177,12 @@ def test_cli_export_summary_and_errors(zoo_cli, tmp_path: Path) -> None:
         assert done.returncode == 1, args
         assert done.stderr.startswith("zoo: error: ") and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.SEED_MODELS)
+def test_seed_model_exports_within_memory_bound(name: str, tmp_path: Path) -> None:
+    """Peak RSS of the export process <= 2 GB + 4 x the ONNX file (`make test-slow`)."""
+    result = export_model(name, tmp_path, weights=None)
+    assert result.verification["passed"]
+    assert result.peak_rss_bytes <= 2 * 2**30 + 4 * result.onnx_bytes, result.to_dict()

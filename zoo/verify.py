@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -75,3 +76,25 @@ def compare_logits(
         logit_spread=spread,
         passed=bool(diff <= tolerance and agreement == 1.0),
     )
+
+
+def make_pixel_sensitive(model: Any, images: np.ndarray, spread: float = 10.0) -> Any:
+    """Make a random-weights (``weights=None``) logits model answer differently per image.
+
+    Such a model answers almost the same whatever the input, so comparing it with its
+    export would pass even with wrong preprocessing. This sets every BatchNormalization's
+    statistics from ``images`` (already preprocessed; momentum 0, one training-mode pass)
+    and scales the last kernel so the logits spread by about ``spread`` between images.
+    Changes ``model`` in place and returns it.
+    """
+    import keras
+
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(images, training=True)
+    head = [layer for layer in model.layers if hasattr(layer, "kernel")][-1]
+    logits = np.asarray(model(images, training=False))
+    observed = float(np.std(logits - logits.mean(axis=0)))
+    head.kernel.assign(head.kernel * (spread / max(observed, 1e-12)))
+    return model

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench-*`): speed as ratios measured side by side, never timed tests."""
