@@ -1,0 +1,11 @@
+"""The keras-zoo Python SDK: ``from client import ZooClient``.
+
+Talks to the server over gRPC only; installs and imports without TensorFlow or ONNX Runtime.
+"""
+
+from client import errors
+from client.aio import AsyncZooClient
+from client.sync import ZooClient
+from client.types import Classification, ModelInfo, Prediction
+
+__all__ = ["AsyncZooClient", "Classification", "ModelInfo", "Prediction", "ZooClient", "errors"]

@@ -251,6 +251,49 @@ def export(
     out.print(table)
 
 
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Listen address [127.0.0.1]."),
+    port: int | None = typer.Option(None, "--port", help="gRPC port [8001]; 0 picks one."),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Prometheus port [8002]; -1 turns metrics off."
+    ),
+    repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML settings file."),
+    token: str | None = typer.Option(
+        None, "--token", help="Bearer token for mutating RPCs (or ZOO_TOKEN)."
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="TLS certificate (PEM)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
+    eager: list[str] = typer.Option([], "--eager", help="Model to load at start ('*': all)."),
+    no_batching: bool = typer.Option(False, "--no-batching", help="Turn dynamic batching off."),
+    ready_file: Path | None = typer.Option(None, "--ready-file", hidden=True),
+) -> None:
+    """Serve the repository over gRPC (v2 inference protocol + zoo.v1) until SIGTERM."""
+    import asyncio
+
+    from server.app import configure_logging
+    from server.app import serve as run_server
+    from zoo.config import ServerConfig
+
+    config = ServerConfig.load(
+        config_file,
+        overrides={
+            "host": host,
+            "port": port,
+            "metrics_port": metrics_port,
+            "repository": repository,
+            "token": token,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "eager_models": tuple(eager) or None,
+            "dynamic_batching": False if no_batching else None,
+        },
+    )
+    configure_logging(config.log_format)
+    asyncio.run(run_server(config, str(ready_file) if ready_file else None))
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="zoo")

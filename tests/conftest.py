@@ -63,3 +63,50 @@ def run_zoo(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 @pytest.fixture
 def zoo_cli() -> Iterator[object]:
     yield run_zoo
+
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="session")
+def served_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with a small pixel-sensitive uint8 model, a float32 one and a broken one."""
+    from helpers import pixel_sensitive_model
+
+    from zoo.catalog import Preprocessing
+    from zoo.export import export_model
+    from zoo.labels import imagenet_labels
+
+    root = tmp_path_factory.mktemp("served")
+    model = pixel_sensitive_model("MobileNetV2", 64, alpha=0.35)
+    export_model(
+        model,
+        root,
+        model_name="mobilenetv2",
+        preprocessing=Preprocessing.TF,
+        labels=imagenet_labels(),
+    )
+    export_model(
+        model, root, model_name="tiny-f32", input="float32", preprocessing=Preprocessing.TF
+    )
+    broken = root / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "model.onnx").write_bytes(b"this is not an ONNX file")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(served_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real `zoo serve` process over the served repository, with a token and 8 MiB messages."""
+    from serving import start_server
+
+    workdir = tmp_path_factory.mktemp("server")
+    running = start_server(
+        served_repository,
+        workdir,
+        "--token",
+        TOKEN,
+        env={"ZOO_MAX_MESSAGE_BYTES": str(8 * 2**20), "ZOO_EAGER_MODELS": "mobilenetv2"},
+    )
+    yield running
+    assert running.stop() == 0, running.log.read_text()[-3000:]

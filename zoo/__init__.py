@@ -4,6 +4,8 @@ Importing ``zoo`` is cheap: TensorFlow, Keras, tf2onnx and ONNX Runtime are impo
 the functions that need them.
 """
 
+__version__ = "0.1.0"
+
 from zoo.build import build_model
 from zoo.catalog import SEED_MODELS, ModelSpec, Preprocessing, get_spec, list_models
 from zoo.errors import (

@@ -1,0 +1,124 @@
+"""``ZooClient``: the blocking Python SDK."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from client import _wire
+from client.errors import from_rpc_error
+from client.types import Classification, ModelInfo
+from protos import grpc_service_pb2 as pb
+from protos import grpc_service_pb2_grpc as pb_grpc
+from protos import zoo_service_pb2 as zpb
+from protos import zoo_service_pb2_grpc as zpb_grpc
+
+T = TypeVar("T")
+
+
+class ZooClient:
+    """Client of a keras-zoo server; use as a context manager.
+
+    Args:
+        address: ``host:port`` of the server. Defaults to ``localhost:8001``.
+        token: bearer token for mutating calls. Defaults to none.
+        tls: None/False for plaintext, True for TLS with the system's roots, or the path of
+            a CA certificate to trust. Defaults to plaintext.
+        timeout: seconds per call. Defaults to 30.
+        retries: retries of idempotent calls on UNAVAILABLE, with exponential backoff.
+            Defaults to 3.
+    """
+
+    def __init__(
+        self,
+        address: str = "localhost:8001",
+        *,
+        token: str | None = None,
+        tls: bool | str | os.PathLike[str] | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_message_bytes: int = _wire.DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        args = _wire.channel_args(retries, max_message_bytes)
+        creds = _wire.credentials(tls)
+        self._channel = (
+            grpc.secure_channel(address, creds, options=args)
+            if creds
+            else grpc.insecure_channel(address, options=args)
+        )
+        self._inference = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._zoo = zpb_grpc.ModelZooStub(self._channel)
+        self._metadata = _wire.metadata(token)
+        self.timeout = timeout
+        self._input_names: dict[str, str] = {}
+
+    def __enter__(self) -> ZooClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Callable[..., T], request: Any) -> T:
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    def ready(self, model: str | None = None) -> bool:
+        """Whether the server (or ``model``) is ready to serve."""
+        if model is None:
+            return self._call(self._inference.ServerReady, pb.ServerReadyRequest()).ready
+        return self._call(self._inference.ModelReady, pb.ModelReadyRequest(name=model)).ready
+
+    def models(self, pattern: str = "*", served_only: bool = False) -> list[ModelInfo]:
+        request = zpb.ListModelsRequest(pattern=pattern, served_only=served_only)
+        return [_wire.model_info(m) for m in self._call(self._zoo.ListModels, request).models]
+
+    def model(self, name: str) -> ModelInfo:
+        return _wire.model_info(self._call(self._zoo.GetModel, zpb.GetModelRequest(name=name)))
+
+    def classify(
+        self, images: Any, model: str, top_k: int = 5, version: int | None = None
+    ) -> Classification | list[Classification]:
+        """Top-k labels of one image (returns one result) or a list (returns a list).
+
+        Images are paths, bytes, PIL images or uint8 (H, W, 3) arrays.
+        """
+        encoded, single = _wire.image_list(images)
+        request = _wire.classify_request(model, encoded, top_k, version)
+        results = _wire.classifications(self._call(self._zoo.Classify, request))
+        return results[0] if single else results
+
+    def infer(
+        self,
+        model: str,
+        array: np.ndarray,
+        version: int | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the v2 ModelInfer on a batch-first array; returns the outputs by name."""
+        if model not in self._input_names:
+            request = pb.ModelMetadataRequest(name=model)
+            self._input_names[model] = (
+                self._call(self._inference.ModelMetadata, request).inputs[0].name
+            )
+        request = _wire.infer_request(model, array, self._input_names[model], version, outputs)
+        return _wire.infer_result(self._call(self._inference.ModelInfer, request))
+
+    def load(self, model: str) -> None:
+        """Load (or reload) a model; needs the token when the server has one."""
+        self._call(
+            self._inference.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name=model)
+        )
+
+    def unload(self, model: str) -> None:
+        self._call(
+            self._inference.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=model)
+        )

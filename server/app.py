@@ -1,0 +1,192 @@
+"""Assembling and running the gRPC server.
+
+``create_server`` builds a started server bound to ``config.host:config.port`` (port 0 picks
+a free one, for tests) and returns it with its port; ``serve`` adds signal handling: on
+SIGTERM or SIGINT the server stops accepting, lets in-flight requests finish for up to
+``grace_seconds``, then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos import grpc_service_pb2, grpc_service_pb2_grpc, zoo_service_pb2, zoo_service_pb2_grpc
+from server.inference_service import InferenceService
+from server.interceptors import ErrorInterceptor, MetricsInterceptor, TokenInterceptor
+from server.metrics import Metrics
+from server.zoo_service import ModelZooService
+from zoo.config import ServerConfig
+from zoo.dataplane import DataPlane
+from zoo.errors import NotFound
+
+log = logging.getLogger("zoo.server")
+
+SERVICE_NAMES = (
+    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    zoo_service_pb2.DESCRIPTOR.services_by_name["ModelZoo"].full_name,
+)
+Serving = health_pb2.HealthCheckResponse.ServingStatus
+
+
+class HealthService(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 answered from live state: the server, each service, and each model.
+
+    The service name "" and the two service names are SERVING once the server is ready;
+    a model name is SERVING when that model is loaded and ready; other names are NOT_FOUND.
+    """
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    def _status(self, service: str) -> int | None:
+        if service == "" or service in SERVICE_NAMES:
+            return Serving.SERVING if self.plane.ready else Serving.NOT_SERVING
+        try:
+            return Serving.SERVING if self.plane.model_ready(service) else Serving.NOT_SERVING
+        except NotFound:
+            return None
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        status = self._status(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        last = None
+        while True:
+            status = self._status(request.service)
+            if status is None:
+                status = Serving.SERVICE_UNKNOWN
+            if status != last:
+                yield health_pb2.HealthCheckResponse(status=status)
+                last = status
+            await asyncio.sleep(0.5)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    plane: DataPlane
+    metrics: Metrics
+
+    async def stop(self, grace: float | None) -> None:
+        self.plane.ready = False
+        await self.server.stop(grace)
+        await self.plane.close()
+        self.metrics.stop()
+
+
+async def create_server(config: ServerConfig, plane: DataPlane | None = None) -> RunningServer:
+    """A started server; ``config.port`` 0 binds a free port (see ``RunningServer.port``)."""
+    plane = plane or DataPlane(config)
+    metrics = Metrics()
+    metrics.watch_models(plane.stats.all, plane.runtime.loaded)
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    if config.token:
+        interceptors.append(TokenInterceptor(config.token))
+    interceptors.append(ErrorInterceptor())
+    limit = config.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+    )
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceService(plane), server
+    )
+    zoo_service_pb2_grpc.add_ModelZooServicer_to_server(ModelZooService(plane), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert and config.tls_key:
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    metrics_port = None
+    if config.metrics_port >= 0:
+        metrics_port = metrics.serve(config.host, config.metrics_port)
+    await server.start()
+    await plane.start()
+    log.info(
+        "serving on %s:%d (metrics on %s), repository %s, models %s",
+        config.host,
+        port,
+        metrics_port,
+        config.repository,
+        plane.repository.models(),
+    )
+    return RunningServer(server, port, metrics_port, plane, metrics)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+async def serve(config: ServerConfig, ready_file: str | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then drain in-flight requests and exit."""
+    running = await create_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready_file:  # written whole, then renamed: a reader never sees half of it
+        tmp = f"{ready_file}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"port": running.port, "metrics_port": running.metrics_port}, f)
+        os.replace(tmp, ready_file)
+    print(
+        f"keras-zoo serving on {config.host}:{running.port}"
+        + (f", metrics on :{running.metrics_port}" if running.metrics_port else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests for up to %.0f s", config.grace_seconds)
+    await running.stop(config.grace_seconds)
+    log.info("stopped")

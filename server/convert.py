@@ -1,0 +1,214 @@
+"""Pure conversions between protocol messages and domain values. No I/O, no state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from protos import grpc_service_pb2 as pb
+from protos import model_config_pb2 as mc
+from protos import zoo_service_pb2 as zpb
+from zoo.dataplane import ModelIndexEntry, ModelSummary, Prediction
+from zoo.errors import InvalidArgument
+from zoo.runtime import LoadedModel, TensorInfo
+from zoo.stats import Duration, ModelStats
+
+# v2 protocol datatype -> (numpy dtype, InferTensorContents field for typed contents)
+DATATYPES: dict[str, tuple[np.dtype[Any], str]] = {
+    "BOOL": (np.dtype(np.bool_), "bool_contents"),
+    "UINT8": (np.dtype(np.uint8), "uint_contents"),
+    "UINT16": (np.dtype(np.uint16), "uint_contents"),
+    "UINT32": (np.dtype(np.uint32), "uint_contents"),
+    "UINT64": (np.dtype(np.uint64), "uint64_contents"),
+    "INT8": (np.dtype(np.int8), "int_contents"),
+    "INT16": (np.dtype(np.int16), "int_contents"),
+    "INT32": (np.dtype(np.int32), "int_contents"),
+    "INT64": (np.dtype(np.int64), "int64_contents"),
+    "FP16": (np.dtype(np.float16), ""),
+    "FP32": (np.dtype(np.float32), "fp32_contents"),
+    "FP64": (np.dtype(np.float64), "fp64_contents"),
+}
+CONFIG_TYPES = {"UINT8": mc.TYPE_UINT8, "FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16}
+
+
+def parse_version(version: str | int) -> int | None:
+    """'' or 0 -> newest (None); a positive integer string -> that version."""
+    if version in ("", 0):
+        return None
+    try:
+        number = int(version)
+    except ValueError:
+        raise InvalidArgument(
+            f"model version must be a positive integer or empty; received {version!r}"
+        ) from None
+    if number < 1:
+        raise InvalidArgument(f"model version must be a positive integer; received {version!r}")
+    return number
+
+
+def infer_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+    """The request's tensors as arrays, from raw_input_contents or typed contents."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; expected one each"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        if tensor.datatype not in DATATYPES:
+            raise InvalidArgument(
+                f"input {tensor.name!r} has datatype {tensor.datatype!r}; "
+                f"expected one of {sorted(DATATYPES)}"
+            )
+        dtype, field = DATATYPES[tensor.datatype]
+        shape = tuple(int(d) for d in tensor.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidArgument(f"input {tensor.name!r} has a negative dimension: {list(shape)}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if raw:
+            expected = count * dtype.itemsize
+            if len(raw[i]) != expected:
+                raise InvalidArgument(
+                    f"input {tensor.name!r}: raw contents have {len(raw[i])} bytes; shape "
+                    f"{list(shape)} of {tensor.datatype} needs {expected}"
+                )
+            array = np.frombuffer(raw[i], dtype=dtype.newbyteorder("<")).reshape(shape)
+        else:
+            if not field:
+                raise InvalidArgument(
+                    f"input {tensor.name!r}: {tensor.datatype} must be sent as raw_input_contents"
+                )
+            values = getattr(tensor.contents, field)
+            if len(values) != count:
+                raise InvalidArgument(
+                    f"input {tensor.name!r}: {len(values)} values in contents.{field}; "
+                    f"shape {list(shape)} needs {count}"
+                )
+            array = np.asarray(values, dtype=dtype).reshape(shape)
+        if tensor.name in arrays:
+            raise InvalidArgument(f"input {tensor.name!r} appears twice")
+        arrays[tensor.name] = array
+    return arrays
+
+
+def infer_response(
+    request: pb.ModelInferRequest, model: LoadedModel, outputs: dict[str, np.ndarray]
+) -> pb.ModelInferResponse:
+    response = pb.ModelInferResponse(
+        model_name=model.name, model_version=str(model.version), id=request.id
+    )
+    for name, array in outputs.items():
+        info = next(o for o in model.outputs if o.name == name)
+        response.outputs.add(name=name, datatype=info.datatype, shape=list(array.shape))
+        response.raw_output_contents.append(
+            np.ascontiguousarray(array, "<" + array.dtype.str[1:]).tobytes()
+        )
+    return response
+
+
+def tensor_metadata(info: TensorInfo) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=info.name, datatype=info.datatype, shape=list(info.shape)
+    )
+
+
+def model_metadata(model: LoadedModel, versions: list[int]) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=model.name,
+        versions=[str(v) for v in versions],
+        platform="onnxruntime_onnx",
+        inputs=[tensor_metadata(t) for t in model.inputs],
+        outputs=[tensor_metadata(t) for t in model.outputs],
+    )
+
+
+def model_config(model: LoadedModel, max_queue_delay_us: int) -> pb.ModelConfigResponse:
+    def tensors(infos: tuple[TensorInfo, ...], cls: Any) -> list[Any]:
+        return [
+            cls(name=t.name, data_type=CONFIG_TYPES.get(t.datatype, mc.TYPE_FP32), dims=t.shape[1:])
+            for t in infos
+        ]
+
+    config = mc.ModelConfig(
+        name=model.name,
+        platform="onnxruntime_onnx",
+        backend="onnxruntime",
+        max_batch_size=model.max_batch_size,
+        input=tensors(model.inputs, mc.ModelInput),
+        output=tensors(model.outputs, mc.ModelOutput),
+        dynamic_batching=mc.ModelDynamicBatching(max_queue_delay_microseconds=max_queue_delay_us),
+        version_policy=mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=1)),
+    )
+    return pb.ModelConfigResponse(config=config)
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def model_statistics(stats: list[ModelStats]) -> pb.ModelStatisticsResponse:
+    response = pb.ModelStatisticsResponse()
+    for s in stats:
+        entry = response.model_stats.add(
+            name=s.name,
+            version=str(s.version),
+            last_inference=s.last_inference_ms,
+            inference_count=s.inference_count,
+            execution_count=s.execution_count,
+        )
+        entry.inference_stats.success.CopyFrom(_duration(s.success))
+        entry.inference_stats.fail.CopyFrom(_duration(s.fail))
+        entry.inference_stats.queue.CopyFrom(_duration(s.queue))
+        entry.inference_stats.compute_infer.CopyFrom(_duration(s.compute_infer))
+        for size, batch in sorted(s.batches.items()):
+            entry.batch_stats.add(
+                batch_size=size,
+                compute_infer=pb.StatisticDuration(count=batch.count, ns=batch.compute_ns),
+            )
+    return response
+
+
+def repository_index(entries: list[ModelIndexEntry]) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=e.name, version=str(e.version), state=e.state, reason=e.reason
+            )
+            for e in entries
+        ]
+    )
+
+
+def zoo_model(summary: ModelSummary) -> zpb.Model:
+    spec = summary.spec
+    return zpb.Model(
+        name=summary.name,
+        catalog_model=summary.catalog_model or "",
+        family=spec.family if spec else "",
+        versions=list(summary.versions),
+        loaded_versions=list(summary.loaded_versions),
+        input_shape=[int(d) for d in summary.input_shape],
+        preprocessing=spec.preprocessing.value if spec else "",
+        num_classes=summary.num_classes,
+        parameters=spec.parameters if spec else 0,
+        size_mb=(spec.size_mb or 0.0) if spec else 0.0,
+        top1_accuracy=(spec.top1_accuracy or 0.0) if spec else 0.0,
+        top5_accuracy=(spec.top5_accuracy or 0.0) if spec else 0.0,
+        execution_provider=summary.provider,
+    )
+
+
+def classify_response(model: LoadedModel, results: list[list[Prediction]]) -> zpb.ClassifyResponse:
+    return zpb.ClassifyResponse(
+        model=model.name,
+        version=model.version,
+        results=[
+            zpb.Classification(
+                predictions=[
+                    zpb.Prediction(label=p.label, index=p.index, score=p.score) for p in row
+                ]
+            )
+            for row in results
+        ],
+    )

@@ -1,0 +1,102 @@
+"""Prometheus metrics on their own HTTP port (Triton uses :8002 for the same)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from zoo.runtime import LoadedModel
+from zoo.stats import ModelStats
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class _ModelCollector(Collector):
+    """Reads the data plane's statistics at scrape time; nothing is copied on the hot path."""
+
+    def __init__(
+        self, stats: Callable[[], list[ModelStats]], loaded: Callable[[], list[LoadedModel]]
+    ) -> None:
+        self._stats = stats
+        self._loaded = loaded
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "version"]
+        inferences = CounterMetricFamily(
+            "zoo_inference_rows", "Rows (images) computed", labels=labels
+        )
+        executions = CounterMetricFamily(
+            "zoo_inference_executions", "ONNX Runtime calls (batches)", labels=labels
+        )
+        failures = CounterMetricFamily("zoo_inference_failures", "Failed requests", labels=labels)
+        queue = CounterMetricFamily(
+            "zoo_inference_queue_seconds", "Time requests waited to be batched", labels=labels
+        )
+        compute = CounterMetricFamily(
+            "zoo_inference_compute_seconds", "Time in ONNX Runtime", labels=labels
+        )
+        batches = CounterMetricFamily(
+            "zoo_batch_executions", "Executions by batch size", labels=[*labels, "batch_size"]
+        )
+        for s in self._stats():
+            key = [s.name, str(s.version)]
+            inferences.add_metric(key, s.inference_count)
+            executions.add_metric(key, s.execution_count)
+            failures.add_metric(key, s.fail.count)
+            queue.add_metric(key, s.queue.ns / 1e9)
+            compute.add_metric(key, s.compute_infer.ns / 1e9)
+            for size, batch in sorted(s.batches.items()):
+                batches.add_metric([*key, str(size)], batch.count)
+        loaded = GaugeMetricFamily(
+            "zoo_model_loaded", "1 for each loaded model version", labels=[*labels, "provider"]
+        )
+        models = self._loaded()
+        for m in models:
+            loaded.add_metric([m.name, str(m.version), m.provider], 1)
+        count = GaugeMetricFamily("zoo_models_loaded", "Model versions loaded")
+        count.add_metric([], len(models))
+        yield from (inferences, executions, failures, queue, compute, batches, loaded, count)
+
+
+class Metrics:
+    """The server's registry: request counts and latencies, plus the models' statistics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "zoo_requests",
+            "gRPC requests by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "zoo_request_duration_seconds",
+            "gRPC request latency by method",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._http: Any = None
+
+    def watch_models(
+        self, stats: Callable[[], list[ModelStats]], loaded: Callable[[], list[LoadedModel]]
+    ) -> None:
+        self.registry.register(_ModelCollector(stats, loaded))
+
+    def observe_request(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, code).inc()
+        self.latency.labels(method).observe(seconds)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint; returns the bound port."""
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()

@@ -1,0 +1,171 @@
+"""The gRPC server, driven through real clients: tritonclient, the SDK, health, reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import TOKEN
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from client import AsyncZooClient, ZooClient, errors
+from zoo.images import decode_image
+from zoo.verify import PHOTOS
+
+PHOTO_DIR = Path(__file__).resolve().parent.parent / "zoo" / "data" / "photos"
+
+
+def test_tritonclient_unmodified(server, served_repository: Path) -> None:
+    model_file = served_repository / "mobilenetv2" / "1" / "model.onnx"
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("triton_probe.py")), server.address,
+         str(model_file), TOKEN],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert (seen["live"], seen["ready"], seen["model_ready"]) == (True, True, True)
+    assert seen["metadata"] == {
+        "name": "mobilenetv2",
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [["image", "UINT8", [-1, 64, 64, 3]]],
+        "outputs": [["logits", "FP32", [-1, 1000]], ["probabilities", "FP32", [-1, 1000]]],
+    }
+    assert seen["config"] == {"max_batch_size": 32, "platform": "onnxruntime_onnx",
+                              "input_dims": [64, 64, 3]}  # fmt: skip
+    assert seen["infer"]["logits_spread"] > 0.5  # the model really depends on the pixels
+    assert seen["infer"]["logits_max_diff"] == 0.0
+    assert seen["infer"]["probabilities_max_diff"] == 0.0
+    assert seen["infer"]["model_version"] == "1"
+    assert seen["stats"]["inference_count"] >= 3 and seen["stats"]["success"] >= 1
+    assert ["mobilenetv2", "1", "READY"] in seen["index"]
+    assert ["broken", "1", "UNAVAILABLE"] in seen["index"] or any(
+        m[0] == "broken" for m in seen["index"]
+    )
+    assert seen["unload_without_token"] == "StatusCode.UNAUTHENTICATED"
+    assert seen["ready_after_unload"] is False
+    assert seen["ready_after_load"] is True
+
+
+def reference_top(model_file: Path, paths: list[Path], k: int) -> tuple[np.ndarray, np.ndarray]:
+    pixels = np.stack([decode_image(p.read_bytes(), (64, 64), 10**8) for p in paths])
+    probabilities = ort.InferenceSession(str(model_file)).run(["probabilities"], {"image": pixels})[
+        0
+    ]
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(probabilities, top, axis=1)
+
+
+def test_sdk_classifies_real_photographs(server, served_repository: Path) -> None:
+    paths = [PHOTO_DIR / p for p in PHOTOS[:2]]  # a cat and a coffee cup
+    with ZooClient(server.address) as zoo:
+        results = zoo.classify([paths[0], paths[1].read_bytes()], "mobilenetv2", top_k=3)
+        single = zoo.classify(str(paths[0]), "mobilenetv2", top_k=3)
+    top, scores = reference_top(served_repository / "mobilenetv2/1/model.onnx", paths, 3)
+    assert [[p.index for p in r.predictions] for r in results] == top.tolist()
+    assert np.allclose([[p.score for p in r.predictions] for r in results], scores, atol=1e-6)
+    from zoo.labels import imagenet_labels
+
+    assert results[0].top.label == imagenet_labels()[top[0][0]]
+    assert single == results[0]
+    assert (results[0].model, results[0].version) == ("mobilenetv2", 1)
+
+
+def test_sdk_models_and_infer(server, served_repository: Path) -> None:
+    with ZooClient(server.address) as zoo:
+        assert zoo.ready() and zoo.ready("mobilenetv2")
+        served = {m.name: m for m in zoo.models(served_only=True)}
+        assert set(served) == {"mobilenetv2", "tiny-f32", "broken"}
+        # joined with the catalog entry of the same name; the others have none
+        assert served["mobilenetv2"].catalog_model == "MobileNetV2"
+        assert served["tiny-f32"].catalog_model == served["broken"].catalog_model == ""
+        assert served["mobilenetv2"].versions == (1,)
+        catalog = zoo.model("ResNet50")
+        assert (catalog.parameters, catalog.versions, catalog.preprocessing) == (
+            25_636_712, (), "caffe")  # fmt: skip
+        assert len(zoo.models()) == 40 + 2  # the catalog plus tiny-f32 and broken
+        x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+        got = zoo.infer("tiny-f32", x)
+    expected = ort.InferenceSession(str(served_repository / "tiny-f32/1/model.onnx")).run(
+        None, {"image": x})  # fmt: skip
+    assert np.array_equal(got["logits"], expected[0])
+
+
+def test_health_and_reflection(server) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", "inference.GRPCInferenceService", "zoo.v1.ModelZoo", "mobilenetv2"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == serving
+        broken = health.Check(health_pb2.HealthCheckRequest(service="broken")).status
+        assert broken == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            health.Check(health_pb2.HealthCheckRequest(service="no-such-model"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        response = next(stub.ServerReflectionInfo(iter([request])))
+        names = {s.name for s in response.list_services_response.service}
+        assert {
+            "inference.GRPCInferenceService",
+            "zoo.v1.ModelZoo",
+            "grpc.health.v1.Health",
+        } <= names
+
+
+def test_concurrent_requests_form_batches(server) -> None:
+    async def burst() -> None:
+        async with AsyncZooClient(server.address) as zoo:
+            x = np.zeros((1, 64, 64, 3), np.uint8)
+            await zoo.infer("mobilenetv2", x)  # loaded and warm
+            for _ in range(3):
+                await asyncio.gather(*(zoo.infer("mobilenetv2", x) for _ in range(16)))
+
+    asyncio.run(burst())
+    with grpc.insecure_channel(server.address) as channel:
+        from protos import grpc_service_pb2 as pb
+        from protos import grpc_service_pb2_grpc as pb_grpc
+
+        stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
+            pb.ModelStatisticsRequest(name="mobilenetv2")
+        )
+    sizes = {b.batch_size for s in stats.model_stats for b in s.batch_stats}
+    assert max(sizes) > 1, sizes
+
+
+def test_metrics_endpoint_parses(server) -> None:
+    with ZooClient(server.address) as zoo:
+        zoo.infer("mobilenetv2", np.zeros((1, 64, 64, 3), np.uint8))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read()
+    families = {f.name: f for f in text_string_to_metric_families(text.decode())}
+    infer_ok = [
+        s.value
+        for s in families["zoo_requests"].samples
+        if s.name == "zoo_requests_total" and s.labels == {"method": "ModelInfer", "code": "OK"}
+    ]
+    assert infer_ok and infer_ok[0] >= 1
+    assert any(s.labels.get("model") == "mobilenetv2" for s in families["zoo_model_loaded"].samples)
+    rows = [s.value for s in families["zoo_inference_rows"].samples
+            if s.labels["model"] == "mobilenetv2"]  # fmt: skip
+    assert rows and rows[0] >= 1
+    assert "zoo_request_duration_seconds" in families
+
+
+def test_broken_model_fails_clearly_and_others_keep_serving(server) -> None:
+    with ZooClient(server.address) as zoo:
+        with pytest.raises(errors.FailedPrecondition, match=r"broken.*failed to load"):
+            zoo.infer("broken", np.zeros((1, 64, 64, 3), np.uint8))
+        assert zoo.infer("mobilenetv2", np.zeros((1, 64, 64, 3), np.uint8))["logits"].shape == (
+            1, 1000)  # fmt: skip

@@ -1,0 +1,216 @@
+"""Bad input and faults: each gets the right status and a clear message; the server stays up."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from client import ZooClient, errors
+from protos import grpc_service_pb2 as pb
+from protos import grpc_service_pb2_grpc as pb_grpc
+from protos import zoo_service_pb2 as zpb
+from protos import zoo_service_pb2_grpc as zpb_grpc
+
+SHAPE = [1, 64, 64, 3]
+
+
+def infer_request(**overrides) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="mobilenetv2")
+    request.inputs.add(name="image", datatype="UINT8", shape=SHAPE)
+    request.raw_input_contents.append(bytes(64 * 64 * 3))
+    for key, value in overrides.items():
+        setattr(request, key, value)
+    return request
+
+
+@pytest.fixture
+def stubs(server):
+    with grpc.insecure_channel(server.address) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel), zpb_grpc.ModelZooStub(channel)
+    # the server answers normally after every fault
+    with ZooClient(server.address) as zoo:
+        assert zoo.ready()
+        assert zoo.infer("mobilenetv2", np.zeros(SHAPE, np.uint8))["logits"].shape == (1, 1000)
+
+
+def call_error(method, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        method(request, timeout=30)
+    return info.value
+
+
+def png(width: int, height: int, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def with_input(datatype: str = "UINT8", shape=None, name: str = "image", raw: bytes | None = None):
+    request = pb.ModelInferRequest(model_name="mobilenetv2")
+    request.inputs.add(name=name, datatype=datatype, shape=shape or SHAPE)
+    request.raw_input_contents.append(bytes(64 * 64 * 3) if raw is None else raw)
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_factory", "code", "message"),
+    [
+        (lambda: infer_request(model_name="nosuch"), "NOT_FOUND", "model 'nosuch' is not in"),
+        (lambda: infer_request(model_version="7"), "NOT_FOUND", "has no version 7; it has 1"),
+        (lambda: infer_request(model_version="x"), "INVALID_ARGUMENT", "received 'x'"),
+        (lambda: with_input(name="pixels"), "INVALID_ARGUMENT", "one input 'image'; received ['pixels']"),
+        (lambda: with_input(datatype="FP32", raw=bytes(64 * 64 * 3 * 4)), "INVALID_ARGUMENT",
+         "must be UINT8; received float32"),
+        (lambda: with_input(datatype="COMPLEX"), "INVALID_ARGUMENT", "datatype 'COMPLEX'"),
+        (lambda: with_input(shape=[1, 32, 32, 3], raw=bytes(32 * 32 * 3)), "INVALID_ARGUMENT",
+         "must have shape [batch, 64, 64, 3]; received [1, 32, 32, 3]"),
+        (lambda: with_input(raw=bytes(100)), "INVALID_ARGUMENT",
+         "raw contents have 100 bytes; shape [1, 64, 64, 3] of UINT8 needs 12288"),
+        (lambda: pb.ModelInferRequest(model_name="mobilenetv2"), "INVALID_ARGUMENT",
+         "the request has no inputs"),
+        (lambda: with_input(shape=[257, 64, 64, 3], raw=bytes(257 * 64 * 64 * 3)),
+         "INVALID_ARGUMENT", "batch of 257 is over the limit of 256"),
+        (lambda: with_input(shape=[0, 64, 64, 3], raw=b""), "INVALID_ARGUMENT", "empty batch"),
+    ],
+)  # fmt: skip
+def test_bad_infer_requests(stubs, request_factory, code: str, message: str) -> None:
+    inference, _ = stubs
+    error = call_error(inference.ModelInfer, request_factory())
+    assert error.code().name == code
+    assert message in error.details()
+
+
+def test_nan_and_inf_are_refused(stubs) -> None:
+    inference, _ = stubs
+    for bad in (np.nan, np.inf):
+        x = np.zeros((1, 64, 64, 3), np.float32)
+        x[0, 1, 2, 0] = bad
+        request = pb.ModelInferRequest(model_name="tiny-f32")
+        request.inputs.add(name="image", datatype="FP32", shape=list(x.shape))
+        request.raw_input_contents.append(x.tobytes())
+        error = call_error(inference.ModelInfer, request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "contains NaN or Inf" in error.details()
+
+
+def test_typed_contents_are_accepted(stubs, served_repository: Path) -> None:
+    inference, _ = stubs
+    pixels = np.random.default_rng(3).integers(0, 256, SHAPE, dtype=np.uint8)
+    request = pb.ModelInferRequest(model_name="mobilenetv2")
+    tensor = request.inputs.add(name="image", datatype="UINT8", shape=SHAPE)
+    tensor.contents.uint_contents.extend(pixels.ravel().tolist())
+    response = inference.ModelInfer(request, timeout=30)
+    raw = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(1, 1000)
+    import onnxruntime as ort
+
+    model = served_repository / "mobilenetv2/1/model.onnx"
+    expected = ort.InferenceSession(str(model)).run(["logits"], {"image": pixels})[0]
+    assert [o.name for o in response.outputs] == ["logits", "probabilities"]
+    assert np.array_equal(raw, expected)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ([b"definitely not an image"], "image 0 (23 bytes, starting 646566696e697465) could not be decoded"),
+        ([png(64, 64)[:60]], "could not be decoded"),
+        ([png(1, 1)], "image 0 is 1x1; expected at least 8x8 pixels"),
+        ([png(64, 64), png(20000, 20000, "1")], "image 1 refused as a possible decompression bomb (Image size (400000000 pixels)"),
+        ([png(8000, 6000, "1")], "image 0 is 8000x6000 = 48,000,000 pixels; the limit is 40,000,000"),
+        ([b""], "image 0 is empty"),
+        ([], "no images in the request"),
+    ],
+)  # fmt: skip
+def test_bad_images_are_refused(stubs, images: list[bytes], message: str) -> None:
+    _, zoo = stubs
+    error = call_error(zoo.Classify, zpb.ClassifyRequest(model="mobilenetv2", images=images))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.details()
+
+
+def test_classify_needs_a_uint8_model_and_valid_top_k(stubs) -> None:
+    _, zoo = stubs
+    image = [png(64, 64)]
+    error = call_error(zoo.Classify, zpb.ClassifyRequest(model="tiny-f32", images=image))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    error = call_error(
+        zoo.Classify, zpb.ClassifyRequest(model="mobilenetv2", images=image, top_k=1001)
+    )
+    assert "top_k must be between 1 and 1000; received 1001" in error.details()
+
+
+def test_message_over_the_limit_is_resource_exhausted(stubs) -> None:
+    inference, _ = stubs
+    big = 12 * 2**20  # the test server allows 8 MiB
+    request = with_input(shape=[big // 12288, 64, 64, 3], raw=bytes(big))
+    error = call_error(inference.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_missing_or_wrong_token_is_unauthenticated(server) -> None:
+    for token in (None, "wrong"):
+        with ZooClient(server.address, token=token) as zoo:
+            with pytest.raises(errors.Unauthenticated, match="needs 'authorization: Bearer"):
+                zoo.unload("mobilenetv2")
+            assert zoo.ready("mobilenetv2")
+
+
+def test_unknown_model_maps_to_the_sdk_error(server) -> None:
+    with ZooClient(server.address) as zoo:
+        with pytest.raises(errors.NotFound, match="'nosuch'"):
+            zoo.classify(png(64, 64), "nosuch")
+        with pytest.raises(errors.InvalidArgument):
+            zoo.infer("mobilenetv2", np.zeros((1, 8, 8, 3), np.uint8))
+
+
+def test_client_cancel_mid_request(server) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        inference = pb_grpc.GRPCInferenceServiceStub(channel)
+        batch = 256
+        request = with_input(shape=[batch, 64, 64, 3], raw=bytes(batch * 12288))
+        future = inference.ModelInfer.future(request, timeout=60)
+        time.sleep(0.01)
+        future.cancel()
+        with pytest.raises(grpc.FutureCancelledError):
+            future.result()
+        # a deadline far too short is a DEADLINE_EXCEEDED, not a hang
+        error = call_error(lambda r, timeout: inference.ModelInfer(r, timeout=0.001), request)
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_sigterm_under_load_completes_in_flight_requests(served_repository: Path, tmp_path: Path):
+    from serving import start_server
+
+    running = start_server(served_repository, tmp_path, "--eager", "mobilenetv2")
+    results: list[object] = []
+
+    def client_loop() -> None:
+        with ZooClient(running.address, retries=0) as zoo:
+            x = np.zeros((64, 64, 64, 3), np.uint8)  # big enough to be in flight at SIGTERM
+            for _ in range(20):
+                try:
+                    results.append(zoo.infer("mobilenetv2", x)["logits"].shape)
+                except errors.ZooError as e:
+                    results.append(type(e).__name__)
+                    return
+
+    threads = [threading.Thread(target=client_loop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert running.stop(timeout=60) == 0
+    for t in threads:
+        t.join(60)
+    completed = [r for r in results if r == (64, 1000)]
+    refused = [r for r in results if r != (64, 1000)]
+    assert completed, results
+    # after SIGTERM new calls are refused (UNAVAILABLE), never cut off with a wrong answer
+    assert all(r == "Unavailable" for r in refused), results
+    assert "draining in-flight requests" in running.log.read_text()

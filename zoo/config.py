@@ -1,0 +1,162 @@
+"""Server configuration: one frozen object, built once at start-up.
+
+Precedence, lowest first: the defaults below, a TOML file (``--config FILE``), environment
+variables (``ZOO_<FIELD>`` in upper case, e.g. ``ZOO_PORT``), then command-line flags.
+Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import InvalidArgument
+
+ENV_PREFIX = "ZOO_"
+PROVIDERS = ("tensorrt", "cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every setting of ``zoo serve``; the README's table lists them with their variables."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on."})
+    port: int = field(default=8001, metadata={"help": "gRPC port (0 picks a free one)."})
+    metrics_port: int = field(
+        default=8002, metadata={"help": "Prometheus metrics HTTP port (0 picks one, -1 off)."}
+    )
+    repository: Path = field(
+        default=Path("model_repository"), metadata={"help": "Model repository directory."}
+    )
+    max_message_bytes: int = field(
+        default=256 * 2**20, metadata={"help": "Largest gRPC message accepted or sent."}
+    )
+    providers: tuple[str, ...] = field(
+        default=PROVIDERS,
+        metadata={"help": "ONNX Runtime providers allowed, in order of preference."},
+    )
+    intra_op_threads: int = field(
+        default=0, metadata={"help": "ONNX Runtime threads per model (0: one per core)."}
+    )
+    eager_models: tuple[str, ...] = field(
+        default=(), metadata={"help": "Models loaded at start-up ('*' for all); others lazily."}
+    )
+    memory_budget_mb: int = field(
+        default=0,
+        metadata={"help": "Unload least recently used models above this (0: no limit)."},
+    )
+    max_batch_size: int = field(
+        default=32, metadata={"help": "Largest dynamic batch (a model's config.pbtxt wins)."}
+    )
+    max_queue_delay_us: int = field(
+        default=0,
+        metadata={
+            "help": "Extra wait for a batch to fill, microseconds (0: batches form only "
+            "while the previous one computes)."
+        },
+    )
+    dynamic_batching: bool = field(
+        default=True, metadata={"help": "Coalesce concurrent requests into batches."}
+    )
+    max_image_pixels: int = field(
+        default=40_000_000, metadata={"help": "Largest image Classify decodes (pixels)."}
+    )
+    token: str | None = field(
+        default=None, metadata={"help": "Bearer token required on mutating RPCs."}
+    )
+    tls_cert: Path | None = field(default=None, metadata={"help": "TLS certificate (PEM)."})
+    tls_key: Path | None = field(default=None, metadata={"help": "TLS private key (PEM)."})
+    grace_seconds: float = field(
+        default=30.0, metadata={"help": "On SIGTERM, time to finish in-flight requests."}
+    )
+    log_format: str = field(default="text", metadata={"help": "text or json."})
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.providers if p not in PROVIDERS]
+        if unknown or not self.providers:
+            raise InvalidArgument(
+                f"providers must be a non-empty list of {PROVIDERS}; received {self.providers}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidArgument("TLS needs both tls_cert and tls_key")
+        if self.log_format not in ("text", "json"):
+            raise InvalidArgument(f"log_format must be text or json; received {self.log_format!r}")
+        for name in ("port", "max_message_bytes", "max_batch_size", "max_image_pixels"):
+            minimum = 0 if name == "port" else 1
+            if getattr(self, name) < minimum:
+                raise InvalidArgument(
+                    f"{name} must be >= {minimum}; received {getattr(self, name)}"
+                )
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Field name -> environment variable."""
+        return {f.name: ENV_PREFIX + f.name.upper() for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> ServerConfig:
+        """Defaults < TOML ``file`` < ``env`` (ZOO_*) < ``overrides`` (flags; None = unset)."""
+        values: dict[str, Any] = {}
+        if file is not None:
+            path = Path(file)
+            try:
+                data = tomllib.loads(path.read_text())
+            except FileNotFoundError:
+                raise InvalidArgument(f"config file {str(path)!r} does not exist") from None
+            except tomllib.TOMLDecodeError as e:
+                raise InvalidArgument(f"config file {str(path)!r} is not valid TOML: {e}") from None
+            values.update(_check_names(data, f"config file {path}"))
+        env = os.environ if env is None else env
+        for name, variable in cls.env_names().items():
+            if variable in env:
+                values[name] = env[variable]
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        hints = typing.get_type_hints(cls)
+        return cls(**{name: _coerce(name, value, hints[name]) for name, value in values.items()})
+
+
+def _check_names(data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    known = {f.name for f in dataclasses.fields(ServerConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown settings {unknown}; known: {sorted(known)}")
+    return data
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Turn a string (env), TOML value or flag value into the field's type."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None or value == "":
+            return None
+        hint = args[0]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError(value)
+                return lowered in ("1", "true", "yes", "on")
+            return bool(value)
+        if typing.get_origin(hint) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if hint is Path:
+            return Path(value)
+        return hint(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"setting {name} must be {getattr(hint, '__name__', hint)}; received {value!r}"
+        ) from None

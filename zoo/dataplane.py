@@ -1,0 +1,300 @@
+"""The protocol-agnostic data plane: everything the gRPC services do, as domain calls.
+
+Adapters (``server/``) translate messages to these calls and back; every check and every
+error (a ``ZooError`` with a message saying what was received and what was expected) lives
+here, so the v2 protocol and ``zoo.v1`` behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoo.batching import DynamicBatcher
+from zoo.catalog import get_spec, list_models
+from zoo.config import ServerConfig
+from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
+from zoo.images import decode_image
+from zoo.repository import Repository
+from zoo.runtime import LoadedModel, ModelState, Runtime, TensorInfo
+from zoo.stats import StatsRegistry
+
+log = logging.getLogger("zoo.dataplane")
+MAX_REQUEST_BATCH = 256  # hard per-request cap; larger batches are refused
+
+
+@dataclass(frozen=True)
+class ModelIndexEntry:
+    name: str
+    version: int
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Catalog metadata joined with repository state (ListModels)."""
+
+    name: str
+    catalog_model: str | None
+    versions: tuple[int, ...]
+    loaded_versions: tuple[int, ...]
+    spec: Any | None  # ModelSpec, or None for models that are not in the catalog
+    input_shape: tuple[int, ...]
+    num_classes: int
+    provider: str
+
+
+class DataPlane:
+    """Serves the models of one repository; create inside a running event loop."""
+
+    def __init__(self, config: ServerConfig, repository: Repository | None = None) -> None:
+        self.config = config
+        self.repository = repository or Repository(config.repository)
+        self.runtime = Runtime(
+            self.repository,
+            providers=config.providers,
+            intra_op_threads=config.intra_op_threads,
+            memory_budget_bytes=config.memory_budget_mb * 2**20,
+            max_batch_size=config.max_batch_size,
+        )
+        self.stats = StatsRegistry()
+        # Loads and inference run on threads: ONNX Runtime releases the GIL.
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ort")
+        self._batchers: dict[tuple[str, int], DynamicBatcher] = {}
+        self.ready = False
+
+    async def start(self) -> None:
+        """Load the eager models; the server is ready when this returns."""
+        names = self.repository.models()
+        eager = [n for n in names if any(fnmatch.fnmatch(n, p) for p in self.config.eager_models)]
+        for name in eager:
+            try:
+                await self.load(name)
+            except ZooError as e:  # one broken model must not keep the others down
+                log.error("eager load of %s failed: %s", name, e)
+        self.ready = True
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- models ------------------------------------------------------------------
+    async def model(self, name: str, version: int | None = None) -> LoadedModel:
+        """The loaded model, loading it on first use."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.runtime.get, name, version)
+
+    async def load(self, name: str) -> LoadedModel:
+        """Load the newest version of ``name``, reloading it if it is loaded (Triton's rule)."""
+        if name in self._loaded_names():
+            await self.unload(name)
+        return await self.model(name)
+
+    async def unload(self, name: str) -> None:
+        for version in self.runtime.unload(name):
+            batcher = self._batchers.pop((name, version), None)
+            if batcher is not None:
+                await batcher.close()
+
+    def _loaded_names(self) -> set[str]:
+        return {m.name for m in self.runtime.loaded()}
+
+    def model_ready(self, name: str, version: int | None = None) -> bool:
+        state, _ = self.runtime.state(name, version)
+        return state is ModelState.READY
+
+    def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
+        entries = []
+        for name in self.repository.models():
+            for version in self.repository.versions(name):
+                state, reason = self.runtime.state(name, version)
+                if ready_only and state is not ModelState.READY:
+                    continue
+                entries.append(ModelIndexEntry(name, version, state.value, reason))
+        return entries
+
+    def list_models(self, pattern: str = "*") -> list[ModelSummary]:
+        """Catalog models and repository models, joined by name (case-insensitive)."""
+        served = {n.lower(): n for n in self.repository.models()}
+        loaded = self.runtime.loaded()
+        summaries: dict[str, ModelSummary] = {}
+        for spec in list_models():
+            repo_name = served.get(spec.name.lower())
+            summaries[spec.name.lower()] = self._summary(repo_name or spec.name, spec, loaded)
+        for key, repo_name in served.items():
+            if key not in summaries:
+                summaries[key] = self._summary(repo_name, None, loaded)
+        return [
+            s
+            for s in summaries.values()
+            if fnmatch.fnmatch(s.name.lower(), pattern.lower())
+            or (s.catalog_model and fnmatch.fnmatch(s.catalog_model.lower(), pattern.lower()))
+        ]
+
+    def _summary(self, name: str, spec: Any | None, loaded: list[LoadedModel]) -> ModelSummary:
+        try:
+            versions = tuple(self.repository.versions(name))
+        except NotFound:
+            versions = ()
+        manifest: dict[str, Any] = {}
+        if versions:
+            try:
+                manifest = self.repository.manifest(name, versions[-1])
+            except (NotFound, ValueError):
+                manifest = {}
+        catalog_model = (manifest.get("source") or {}).get("catalog_model")
+        if spec is None and catalog_model:
+            try:
+                spec = get_spec(catalog_model)
+            except NotFound:
+                spec = None
+        mine = [m for m in loaded if m.name == name]
+        shape = manifest.get("input", {}).get("shape", [-1, *(spec.input_shape if spec else ())])
+        return ModelSummary(
+            name=name,
+            catalog_model=spec.name if spec else catalog_model,
+            versions=versions,
+            loaded_versions=tuple(sorted(m.version for m in mine)),
+            spec=spec,
+            input_shape=tuple(shape[1:]),
+            num_classes=len(manifest.get("labels", [])) or (spec.num_classes if spec else 0),
+            provider=mine[-1].provider if mine else "",
+        )
+
+    # -- inference ---------------------------------------------------------------
+    def _batcher(self, model: LoadedModel) -> DynamicBatcher:
+        key = (model.name, model.version)
+        batcher = self._batchers.get(key)
+        if batcher is None or batcher.max_batch_size != model.max_batch_size:
+            names = [o.name for o in model.outputs]
+
+            def run(rows: np.ndarray, model: LoadedModel = model) -> dict[str, np.ndarray]:
+                return model.run({model.input.name: rows}, names)
+
+            batcher = DynamicBatcher(
+                run,
+                self.executor,
+                self.stats.get(*key),
+                max_batch_size=model.max_batch_size,
+                max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
+                enabled=self.config.dynamic_batching,
+            )
+            self._batchers[key] = batcher
+        return batcher
+
+    async def infer(
+        self,
+        name: str,
+        version: int | None,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str] | None = None,
+    ) -> tuple[LoadedModel, dict[str, np.ndarray]]:
+        """Run one request; ``inputs`` maps input names to arrays (batch first)."""
+        model = await self.model(name, version)
+        rows = self.validate_inputs(model, inputs)
+        wanted = outputs or [o.name for o in model.outputs]
+        unknown = [o for o in wanted if o not in {t.name for t in model.outputs}]
+        if unknown:
+            raise InvalidArgument(
+                f"model {model.name!r} has no output {unknown[0]!r}; "
+                f"outputs are {[o.name for o in model.outputs]}"
+            )
+        result = await self._batcher(model).submit(rows)
+        return model, {k: result[k] for k in wanted}
+
+    @staticmethod
+    def validate_inputs(model: LoadedModel, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        expected: TensorInfo = model.input
+        if not inputs:
+            raise InvalidArgument(
+                f"the request has no inputs; model {model.name!r} expects {_describe(expected)}"
+            )
+        if set(inputs) != {expected.name}:
+            raise InvalidArgument(
+                f"model {model.name!r} has one input {expected.name!r}; received {sorted(inputs)}"
+            )
+        array = inputs[expected.name]
+        if array.dtype != expected.dtype:
+            raise InvalidArgument(
+                f"input {expected.name!r} must be {expected.datatype}; received {array.dtype}"
+            )
+        shape = tuple(array.shape)
+        if len(shape) != len(expected.shape) or any(
+            e >= 0 and s != e for s, e in zip(shape[1:], expected.shape[1:], strict=True)
+        ):
+            raise InvalidArgument(
+                f"input {expected.name!r} must have shape {_shape_text(expected.shape)}; "
+                f"received {list(shape)}"
+            )
+        if shape[0] < 1:
+            raise InvalidArgument(f"input {expected.name!r} has an empty batch")
+        if shape[0] > MAX_REQUEST_BATCH:
+            raise InvalidArgument(
+                f"batch of {shape[0]} is over the limit of {MAX_REQUEST_BATCH} rows per request"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidArgument(f"input {expected.name!r} contains NaN or Inf values")
+        return array
+
+    async def classify(
+        self, name: str, version: int | None, images: list[bytes], top_k: int = 5
+    ) -> tuple[LoadedModel, list[list[Prediction]]]:
+        """Encoded images -> the top-k labels of each, highest score first."""
+        if not images:
+            raise InvalidArgument("no images in the request; expected one or more")
+        model = await self.model(name, version)
+        if model.input.datatype != "UINT8":
+            raise FailedPrecondition(
+                f"model {model.name!r} takes {model.input.datatype} input; Classify needs a "
+                "model exported with uint8 input (preprocessing in the graph)"
+            )
+        classes = model.outputs[-1].shape[-1]
+        if not 1 <= top_k <= max(classes, 1):
+            raise InvalidArgument(f"top_k must be between 1 and {classes}; received {top_k}")
+        height, width = model.input.shape[1], model.input.shape[2]
+        loop = asyncio.get_running_loop()
+        pixels = await loop.run_in_executor(
+            self.executor,
+            lambda: np.stack(
+                [
+                    decode_image(data, (height, width), self.config.max_image_pixels, i)
+                    for i, data in enumerate(images)
+                ]
+            ),
+        )
+        _, outputs = await self.infer(model.name, model.version, {model.input.name: pixels})
+        probabilities = outputs.get("probabilities", outputs[model.outputs[-1].name])
+        labels = model.labels
+        results = []
+        for row in probabilities:
+            top = np.argsort(-row, kind="stable")[:top_k]
+            results.append(
+                [
+                    Prediction(labels[i] if i < len(labels) else str(i), int(i), float(row[i]))
+                    for i in top
+                ]
+            )
+        return model, results
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("batch" if i == 0 else str(d) for i, d in enumerate(shape)) + "]"
+
+
+def _describe(info: TensorInfo) -> str:
+    return f"{info.name!r} {info.datatype} {_shape_text(info.shape)}"
