@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint constraints clean bench-export
+.PHONY: venv test test-slow lint constraints clean bench-export serve
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -42,3 +42,10 @@ constraints:
 # Benchmarks: side-by-side ratios, written to docs/benchmarks/. Minutes, not part of `make test`.
 bench-export: $(STAMP)
 	$(PY) -m bench.export
+
+# Serve the repository on 127.0.0.1:8001 (metrics on :8002); an empty repository first gets
+# MobileNetV2 (ImageNet weights if cached, else random weights and a warning).
+serve: $(STAMP)
+	$(BIN)/zoo serve --repository $(REPOSITORY) --bootstrap MobileNetV2
+
+REPOSITORY ?= model_repository

@@ -58,9 +58,15 @@ def models(
     pattern: str = typer.Argument("*", help="fnmatch pattern, e.g. 'ResNet*'."),
     exclude: list[str] = typer.Option([], "--exclude", "-x", help="Pattern to leave out."),
     family: str | None = typer.Option(None, "--family", help="Only this family."),
+    server: str | None = typer.Option(
+        None, "--server", help="Ask a running server (host:port) what it serves instead."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List the catalog: size, parameters, depth, accuracy and input of each model."""
+    if server is not None:
+        _served_models(server, pattern, as_json)
+        return
     specs = zoo.list_models(pattern, exclude=exclude, family=family)
     if as_json:
         print_json([s.to_dict() for s in specs])
@@ -82,6 +88,32 @@ def models(
             _fmt(s.depth_param_layers),
             _pct(s.top1_accuracy),
             _pct(s.top5_accuracy),
+        )
+    out.print(table)
+
+
+def _served_models(address: str, pattern: str, as_json: bool) -> None:
+    import dataclasses
+
+    from client import ZooClient
+
+    with ZooClient(address) as remote:
+        served = remote.models(pattern, served_only=True)
+    if as_json:
+        print_json([dataclasses.asdict(m) for m in served])
+        return
+    table = Table(title=f"{len(served)} models served by {address}", box=box.SIMPLE_HEAD)
+    for column in ("Model", "Catalog model", "Versions", "Loaded", "Input", "Classes", "Provider"):
+        table.add_column(column, no_wrap=True)
+    for m in served:
+        table.add_row(
+            m.name,
+            m.catalog_model or "-",
+            ",".join(map(str, m.versions)),
+            ",".join(map(str, m.loaded_versions)) or "-",
+            "x".join(map(str, m.input_shape)),
+            str(m.num_classes),
+            m.execution_provider or "-",
         )
     out.print(table)
 
@@ -252,6 +284,49 @@ def export(
 
 
 @app.command()
+def classify(
+    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, WebP)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model name on the server."),
+    server: str = typer.Option("localhost:8001", "--server", help="Server address host:port."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Labels per image."),
+    version: int | None = typer.Option(None, "--version", help="Model version (default newest)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Classify images with a model on a running server."""
+    from client import ZooClient
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise ZooError(f"no such image file: {', '.join(missing)}")
+    with ZooClient(server) as remote:
+        results = remote.classify(list(images), model, top_k=top_k, version=version)
+    assert isinstance(results, list)
+    if as_json:
+        print_json(
+            [
+                {
+                    "image": str(path),
+                    "model": r.model,
+                    "version": r.version,
+                    "predictions": [
+                        {"label": p.label, "index": p.index, "score": p.score}
+                        for p in r.predictions
+                    ],
+                }
+                for path, r in zip(images, results, strict=True)
+            ]
+        )
+        return
+    for path, result in zip(images, results, strict=True):
+        table = Table(title=f"{path} ({result.model} v{result.version})", box=box.SIMPLE_HEAD)
+        for column, justify in (("Label", "left"), ("Index", "right"), ("Score", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for p in result.predictions:
+            table.add_row(p.label, str(p.index), f"{p.score:.4f}")
+        out.print(table)
+
+
+@app.command()
 def serve(
     host: str | None = typer.Option(None, "--host", help="Listen address [127.0.0.1]."),
     port: int | None = typer.Option(None, "--port", help="gRPC port [8001]; 0 picks one."),
@@ -267,6 +342,12 @@ def serve(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="TLS private key (PEM)."),
     eager: list[str] = typer.Option([], "--eager", help="Model to load at start ('*': all)."),
     no_batching: bool = typer.Option(False, "--no-batching", help="Turn dynamic batching off."),
+    bootstrap: str | None = typer.Option(
+        None,
+        "--bootstrap",
+        help="If the repository holds no model, export this one first (ImageNet weights "
+        "when cached, else random weights with a warning).",
+    ),
     ready_file: Path | None = typer.Option(None, "--ready-file", hidden=True),
 ) -> None:
     """Serve the repository over gRPC (v2 inference protocol + zoo.v1) until SIGTERM."""
@@ -291,12 +372,49 @@ def serve(
         },
     )
     configure_logging(config.log_format)
+    if bootstrap:
+        _bootstrap(config.repository, bootstrap)
     asyncio.run(run_server(config, str(ready_file) if ready_file else None))
 
 
+def _bootstrap(repository: Path, name: str) -> None:
+    """Export ``name`` into an empty repository so a first `make serve` has a model."""
+    from zoo.errors import WeightsNotFound
+    from zoo.export import export_model
+    from zoo.repository import Repository
+    from zoo.weights import locate
+
+    if Repository(repository).models():
+        return
+    spec = zoo.get_spec(name)
+    weights: str | None = "imagenet"
+    try:
+        locate(spec, include_top=True)
+    except WeightsNotFound as e:
+        weights = None
+        err.print(
+            f"[yellow]warning:[/] {e}\n[yellow]warning:[/] exporting {spec.name} with RANDOM "
+            "weights so the server has something to serve; its predictions are meaningless. "
+            "Seed the weights, then run `zoo export` again."
+        )
+    with err.status(f"repository is empty: exporting {spec.name}", spinner="dots") as status:
+        result = export_model(
+            spec,
+            repository,
+            weights=weights,
+            progress=lambda _stage, message: status.update(f"{spec.name}: {message}"),
+        )
+    err.print(f"exported {result.model} version {result.version} to {result.path}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    from client.errors import ZooError as ServerError
+
     try:
         app(args=argv, prog_name="zoo")
     except ZooError as e:
         err.print(f"zoo: error: {e}", markup=False)
+        sys.exit(1)
+    except ServerError as e:  # an error the server answered with, or an unreachable server
+        err.print(f"zoo: error: {type(e).__name__}: {e.message}", markup=False)
         sys.exit(1)

@@ -169,3 +169,38 @@ def test_broken_model_fails_clearly_and_others_keep_serving(server) -> None:
             zoo.infer("broken", np.zeros((1, 64, 64, 3), np.uint8))
         assert zoo.infer("mobilenetv2", np.zeros((1, 64, 64, 3), np.uint8))["logits"].shape == (
             1, 1000)  # fmt: skip
+
+
+def test_cli_classify_and_served_models(server, zoo_cli) -> None:
+    photo = str(PHOTO_DIR / "chelsea.jpg")
+    done = zoo_cli("classify", photo, "--model", "mobilenetv2", "--server", server.address,
+                   "--top-k", "2", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)
+    assert result["image"] == photo and result["model"] == "mobilenetv2"
+    assert len(result["predictions"]) == 2
+    with ZooClient(server.address) as zoo:
+        expected = zoo.classify(photo, "mobilenetv2", top_k=2)
+    assert [p["index"] for p in result["predictions"]] == [p.index for p in expected.predictions]
+
+    done = zoo_cli("models", "--server", server.address, "--json")
+    assert {m["name"] for m in json.loads(done.stdout)} == {"mobilenetv2", "tiny-f32", "broken"}
+
+    done = zoo_cli("classify", photo, "--model", "nosuch", "--server", server.address)
+    assert done.returncode == 1
+    assert done.stderr.startswith("zoo: error: NotFound: model 'nosuch' is not in")
+    done = zoo_cli("classify", "/no/such.jpg", "--model", "mobilenetv2", "--server", server.address)
+    assert (done.returncode, done.stderr.strip()) == (
+        1,
+        "zoo: error: no such image file: /no/such.jpg",
+    )
+
+
+def test_client_package_imports_no_frameworks() -> None:
+    code = (
+        "import sys, client; client.ZooClient; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'onnxruntime', 'onnx', 'tf2onnx', 'zoo') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
