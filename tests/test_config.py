@@ -64,3 +64,11 @@ def test_every_setting_has_an_environment_variable() -> None:
     names = ServerConfig.env_names()
     assert names["port"] == "ZOO_PORT" and names["max_queue_delay_us"] == "ZOO_MAX_QUEUE_DELAY_US"
     assert len(names) == len(set(names.values()))
+
+
+def test_readme_table_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Configuration", 1)[1].split("###", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    documented = {cells[0].strip(" `"): cells[1].strip(" `") for cells in rows}
+    assert documented == ServerConfig.env_names()
