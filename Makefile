@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint constraints clean bench-export serve
+.PHONY: venv test test-slow lint constraints clean bench-export bench-serve serve
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -49,3 +49,6 @@ serve: $(STAMP)
 	$(BIN)/zoo serve --repository $(REPOSITORY) --bootstrap MobileNetV2
 
 REPOSITORY ?= model_repository
+
+bench-serve: $(STAMP)
+	$(PY) -m bench.serve

@@ -37,7 +37,11 @@ def median_seconds(fn: Any, rounds: int) -> float:
 def ort_session(path: Path) -> Any:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # Without spinning: an idle session's spinning threads would steal the other's cores
+    # on a 2-core machine, and the ratio would depend on the order of the runs.
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def ort_ms_per_image(sessions: dict[str, Any], feeds: dict[str, np.ndarray], rounds: int) -> dict:

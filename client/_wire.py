@@ -66,6 +66,21 @@ def channel_args(retries: int, max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+def open_channel(
+    module: Any,
+    address: str,
+    tls: bool | str | os.PathLike[str] | None,
+    retries: int,
+    max_message_bytes: int,
+) -> Any:
+    """A channel from ``module`` (``grpc`` or ``grpc.aio``), plaintext or TLS."""
+    args = channel_args(retries, max_message_bytes)
+    creds = credentials(tls)
+    if creds is None:
+        return module.insecure_channel(address, options=args)
+    return module.secure_channel(address, creds, options=args)
+
+
 def credentials(tls: bool | str | os.PathLike[str] | None) -> grpc.ChannelCredentials | None:
     """None/False: plaintext; True: TLS with system roots; a path: TLS trusting that CA file."""
     if tls is None or tls is False:

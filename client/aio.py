@@ -31,13 +31,7 @@ class AsyncZooClient:
         retries: int = 3,
         max_message_bytes: int = _wire.DEFAULT_MAX_MESSAGE,
     ) -> None:
-        args = _wire.channel_args(retries, max_message_bytes)
-        creds = _wire.credentials(tls)
-        self._channel = (
-            grpc.aio.secure_channel(address, creds, options=args)
-            if creds
-            else grpc.aio.insecure_channel(address, options=args)
-        )
+        self._channel = _wire.open_channel(grpc.aio, address, tls, retries, max_message_bytes)
         self._inference = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._zoo = zpb_grpc.ModelZooStub(self._channel)
         self._metadata = _wire.metadata(token)

@@ -26,3 +26,17 @@ def pixel_sensitive_model(name: str, input_size: int, **kwargs: object) -> Any:
     return make_pixel_sensitive(
         model, preprocess(verification_inputs(input_size, input_size).astype("float32"))
     )
+
+
+def heavy_modules_after(statement: str) -> list[str]:
+    """Which ML frameworks (and our domain) a fresh interpreter holds after ``statement``."""
+    import ast
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; {statement}; print(sorted(m for m in ('tensorflow', 'keras', "
+        "'onnxruntime', 'onnx', 'tf2onnx', 'grpc', 'zoo') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return ast.literal_eval(done.stdout)

@@ -1,8 +1,10 @@
 """Dynamic batching: concurrent requests for one model version become one ONNX Runtime call.
 
-A request waits in the queue until the batch is full (``max_batch_size`` rows) or the oldest
-request has waited ``max_queue_delay``; the batch then runs on a worker thread while the next
-one gathers. A request with more rows than ``max_batch_size`` runs on its own, unsplit. A
+Up to ``max_inflight`` batches compute at once on worker threads; while they all do, new
+requests wait in the queue and leave together, up to ``max_batch_size`` rows, when a slot
+frees. So a lone request never waits, and under load batches grow by themselves. A positive
+``max_queue_delay`` additionally holds a batch until it is full or its oldest request has
+waited that long. A request with more rows than ``max_batch_size`` runs on its own, unsplit. A
 cancelled request (client gone, deadline passed) leaves the queue and is never computed.
 """
 
@@ -41,6 +43,7 @@ class DynamicBatcher:
         *,
         max_batch_size: int,
         max_queue_delay_s: float,
+        max_inflight: int = 2,
         enabled: bool = True,
     ) -> None:
         self._run = run
@@ -52,6 +55,9 @@ class DynamicBatcher:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Batches computing at once: on a CPU two runs use the cores better than one.
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._running: set[asyncio.Task[None]] = set()
 
     async def submit(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Compute ``rows`` (batch first) as part of a batch; returns this request's rows."""
@@ -99,50 +105,70 @@ class DynamicBatcher:
         return sum(len(p.rows) for p in self._queue if not p.future.done())
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             while not any(not p.future.done() for p in self._queue):
                 self._queue.clear()
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            oldest = next(p for p in self._queue if not p.future.done())
-            deadline = oldest.enqueued_ns / 1e9 + self.max_queue_delay_s
-            # Wait for the batch to fill or the oldest request's delay to run out.
-            while self._queued_rows() < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
-                    break
+            # Wait for a free execution slot: while every slot computes, requests pile up
+            # and become the next batch. This is where batches form at zero extra delay.
+            await self._slots.acquire()
+            if self.max_queue_delay_s > 0:
+                await self._wait_for_company()
             batch = self._take_batch()
             if not batch:
+                self._slots.release()
                 continue
-            started = time.perf_counter_ns()
-            inputs = np.concatenate([p.rows for p in batch]) if len(batch) > 1 else batch[0].rows
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def _wait_for_company(self) -> None:
+        """Hold the batch until it is full or its oldest request waited max_queue_delay."""
+        live = [p for p in self._queue if not p.future.done()]
+        if not live:
+            return
+        deadline = live[0].enqueued_ns / 1e9 + self.max_queue_delay_s
+        while self._queued_rows() < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run, inputs)
-            except Exception as e:
-                elapsed = time.perf_counter_ns() - started
-                for p in batch:
-                    self._stats.record_failure(elapsed)
-                    if not p.future.done():
-                        p.future.set_exception(e)
-                continue
-            compute = time.perf_counter_ns() - started
-            self._stats.record_batch(len(inputs), compute)
-            offset = 0
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter_ns()
+        inputs = np.concatenate([p.rows for p in batch]) if len(batch) > 1 else batch[0].rows
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+        except Exception as e:
+            elapsed = time.perf_counter_ns() - started
             for p in batch:
-                n = len(p.rows)
+                self._stats.record_failure(elapsed)
                 if not p.future.done():
-                    p.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
-                    self._stats.record_success(compute, queue_ns=started - p.enqueued_ns)
-                offset += n
+                    p.future.set_exception(e)
+            return
+        compute = time.perf_counter_ns() - started
+        self._stats.record_batch(len(inputs), compute)
+        offset = 0
+        for p in batch:
+            n = len(p.rows)
+            if not p.future.done():
+                p.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
+                self._stats.record_success(compute, queue_ns=started - p.enqueued_ns)
+            offset += n
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._running]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

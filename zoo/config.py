@@ -62,6 +62,10 @@ class ServerConfig:
             "while the previous one computes)."
         },
     )
+    model_instances: int = field(
+        default=2,
+        metadata={"help": "Batches of one model computing at once (like Triton's instance count)."},
+    )
     dynamic_batching: bool = field(
         default=True, metadata={"help": "Coalesce concurrent requests into batches."}
     )
@@ -88,7 +92,13 @@ class ServerConfig:
             raise InvalidArgument("TLS needs both tls_cert and tls_key")
         if self.log_format not in ("text", "json"):
             raise InvalidArgument(f"log_format must be text or json; received {self.log_format!r}")
-        for name in ("port", "max_message_bytes", "max_batch_size", "max_image_pixels"):
+        for name in (
+            "port",
+            "max_message_bytes",
+            "max_batch_size",
+            "max_image_pixels",
+            "model_instances",
+        ):
             minimum = 0 if name == "port" else 1
             if getattr(self, name) < minimum:
                 raise InvalidArgument(

@@ -192,6 +192,7 @@ class DataPlane:
                 self.stats.get(*key),
                 max_batch_size=model.max_batch_size,
                 max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
+                max_inflight=self.config.model_instances,
                 enabled=self.config.dynamic_batching,
             )
             self._batchers[key] = batcher

@@ -1,24 +1,26 @@
 """Keras 3 (TensorFlow backend) -> ONNX with memory bounded by the weights, not 50x them.
 
-Where the stock route's memory goes (``model.export(format="onnx")``, tf2onnx underneath):
-the variables are frozen into a GraphDef as constants (one copy), grappler's constant
-folding rewrites that GraphDef (more copies), tf2onnx turns every constant into a numpy
-array inside its own graph and its optimizers (transpose push-down, constant folding of the
-kernel transposes and BatchNorm arithmetic) create new arrays for each rewrite, and finally
-the whole ModelProto is serialised into one bytes object. Measured here: ResNet50 6.9 GB,
-VGG16 over 24 GB (killed), about 50-70x the weights' size.
+Where the stock route's memory goes (``model.export(format="onnx")``, tf2onnx underneath),
+measured on ResNet50 (98 MB of weights, 7.6 GB peak): tf2onnx deep-copies the whole graph,
+constants included, before each of its optimizers in each pass, and the discarded copies
+are reference cycles the garbage collector reaches too late (+4.9 GB; a gc.collect() after
+each pass alone brings the peak to 2.3 GB); freezing the variables into a GraphDef (+1.0
+GB), grappler's rewrite of it (+0.9 GB), importing it (+0.5 GB) and building the ModelProto
+(+0.6 GB) each add copies that grow with the weights. VGG16 was killed at 24 GB.
 
 This route never lets a weight enter TensorFlow's or tf2onnx's graph:
 
-1. The model is traced as ``f(image, *weights)`` through ``model.stateless_call``, so every
-   variable is a graph *input*. tf2onnx converts a graph with no weight constants at all and
-   runs its structural optimizers on it cheaply (a few MB for any model).
-2. The nodes that depend on weights alone (kernel transposes HWIO->OIHW, depthwise
-   reshapes, BatchNorm's ``gamma / sqrt(var + eps)`` ...) are evaluated once in numpy, node
-   by node, reading each Keras variable only when first needed and freeing intermediates
-   after their last use. What ONNX Runtime runs is the same folded graph the stock route
-   produces, so inference speed is the same.
-3. The resulting initializers are streamed into the .onnx file as extra ``graph`` fields:
+1. The model is traced as ``f(image, *kernels)`` through ``model.stateless_call``, so every
+   kernel (rank >= 2: nearly all the bytes) is a graph *input*; only small vectors (biases,
+   BatchNorm parameters) are constants. tf2onnx converts a graph with no big constant and
+   runs its optimizers on it cheaply (a few MB for any model).
+2. Constant per-channel Mul/Add right after a Conv (BatchNorm, residual scales) are folded
+   into the Conv as stock tf2onnx does, by rewriting the small graph.
+3. The nodes that depend on weights alone (kernel transposes HWIO->OIHW, depthwise
+   reshapes, the folded kernel products ...) are evaluated once in numpy, node by node,
+   reading each Keras variable only when first needed and freeing intermediates after their
+   last use. ONNX Runtime then runs a graph with the stock route's node count, as fast.
+4. The resulting initializers are streamed into the .onnx file as extra ``graph`` fields:
    protobuf merges repeated embedded-message fields, so the file parses as one normal
    ModelProto, while no serialised copy of the whole model ever exists in memory.
 
@@ -82,29 +84,43 @@ def _convert_structure(
     output_names: tuple[str, str],
     opset: int | None,
 ) -> tuple[Any, dict[str, Any]]:
-    """tf2onnx conversion of f(image, *weights) -> (logits, probabilities), weights as inputs."""
+    """tf2onnx conversion of f(image, *kernels) -> (logits, probabilities).
+
+    Kernels (rank >= 2, nearly all of the bytes) are graph inputs. Vectors (biases, BatchNorm
+    parameters: kilobytes) are baked in as constants, so that tf2onnx's transpose optimizer
+    can still push the NHWC<->NCHW transposes through per-channel Mul/Add; with them as
+    inputs too, transposes and unfused Mul/Add stay in the graph (InceptionResNetV2 then ran
+    7% slower in ONNX Runtime).
+    """
     import tensorflow as tf
     import tf2onnx
 
-    trainable = list(model.trainable_variables)
-    non_trainable = list(model.non_trainable_variables)
-    variables = trainable + non_trainable
-    n_trainable = len(trainable)
+    variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+    n_trainable = len(model.trainable_variables)
+    fed = [i for i, v in enumerate(variables) if len(v.shape) >= 2]
+    baked = {i: v.numpy() for i, v in enumerate(variables) if i not in fed}
     x_spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), input_dtype, name=input_name)
-    weight_names = [f"keras_weight_{i}" for i in range(len(variables))]
+    weight_names = [f"keras_weight_{i}" for i in fed]
     weight_specs = [
-        tf.TensorSpec(v.shape, v.dtype, name=n)
-        for v, n in zip(variables, weight_names, strict=True)
+        tf.TensorSpec(variables[i].shape, variables[i].dtype, name=n)
+        for i, n in zip(fed, weight_names, strict=True)
     ]
     compute_dtype = model.inputs[0].dtype
 
     @tf.function(input_signature=[x_spec, *weight_specs], autograph=False)
-    def forward(x: Any, *weights: Any) -> Any:
+    def forward(x: Any, *kernels: Any) -> Any:
         x = tf.cast(x, compute_dtype)
         if preprocess is not None:
             x = preprocess(x)
+        values: list[Any] = [None] * len(variables)
+        for i, kernel in zip(fed, kernels, strict=True):
+            values[i] = kernel
+        for i, array in baked.items():
+            values[i] = tf.constant(array)
+        # stateless_call substitutes these tensors for the variables: the traced graph
+        # reads kernels from placeholders, not from resource variables.
         logits, _ = model.stateless_call(
-            list(weights[:n_trainable]), list(weights[n_trainable:]), x, training=False
+            values[:n_trainable], values[n_trainable:], x, training=False
         )
         logits = tf.identity(tf.cast(logits, tf.float32), name=output_names[0])
         return logits, tf.identity(tf.nn.softmax(logits, axis=-1), name=output_names[1])
@@ -113,7 +129,7 @@ def _convert_structure(
         forward, input_signature=[x_spec, *weight_specs], opset=opset
     )
     _rename_outputs(proto.graph, output_names)
-    return proto, dict(zip(weight_names, variables, strict=True))
+    return proto, {n: variables[i] for i, n in zip(fed, weight_names, strict=True)}
 
 
 def _rename_outputs(graph: Any, names: tuple[str, ...]) -> None:
@@ -124,6 +140,96 @@ def _rename_outputs(graph: Any, names: tuple[str, ...]) -> None:
         node.input[:] = [renames.get(i, i) for i in node.input]
     for out in graph.output:
         out.name = renames[out.name]
+
+
+def _constant_names(graph: Any, weight_names: set[str]) -> set[str]:
+    """Tensors computable from weights and initializers alone."""
+    const = set(weight_names) | {t.name for t in graph.initializer}
+    for node in graph.node:
+        if node.input and all(i in const for i in node.input if i):
+            const.update(node.output)
+    return const
+
+
+def _fold_affine_into_conv(graph: Any, weight_names: set[str]) -> None:
+    """Fold constant per-channel Mul/Add that directly follow a Conv into the Conv.
+
+    Stock tf2onnx does this on its numpy constants (BatchNorm's scale, InceptionResNet's
+    residual scale). ONNX Runtime fuses some variants at load time, not all, so it is done
+    here, still without touching big data: the scaled kernel becomes a new weight-only Mul
+    node that the numpy folding evaluates later; scales and biases are small initializers.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    const = _constant_names(graph, weight_names)
+    absorbed: set[str] = set()
+    nodes: list[Any] = []
+    for node in graph.node:
+        if node.name in absorbed:
+            continue
+        foldable_conv = (
+            node.op_type == "Conv"
+            and node.input[1] in const
+            and (len(node.input) < 3 or node.input[2] in inits)
+        )
+        if not foldable_conv:
+            nodes.append(node)
+            continue
+        kernel = node.input[1]
+        bias = (
+            numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+            if len(node.input) > 2
+            else None
+        )
+        while True:
+            users = consumers.get(node.output[0], [])
+            if len(users) != 1 or node.output[0] in graph_outputs:
+                break
+            nxt = users[0]
+            if nxt.op_type not in ("Mul", "Add") or len(nxt.input) != 2:
+                break
+            other = nxt.input[1] if nxt.input[0] == node.output[0] else nxt.input[0]
+            if other not in inits or nxt.output[0] in graph_outputs:
+                break
+            value = numpy_helper.to_array(inits[other]).astype(np.float32)
+            # a scalar, or per channel in NCHW: [1, C, 1, 1]
+            if not (value.size == 1 or (value.ndim == 4 and value.size == value.shape[1])):
+                break
+            vector = value.reshape(-1)
+            if nxt.op_type == "Mul":
+                # [C,1,1,1] or [1,1,1,1]: both broadcast against the OIHW kernel.
+                scale = f"{node.name}_foldscale{len(nodes)}"
+                graph.initializer.append(
+                    numpy_helper.from_array(vector.reshape(-1, 1, 1, 1).copy(), scale)
+                )
+                nodes.append(helper.make_node("Mul", [kernel, scale], [f"{scale}_kernel"]))
+                kernel = f"{scale}_kernel"
+                bias = None if bias is None else bias * vector
+            elif bias is not None or vector.size > 1:
+                bias = vector.copy() if bias is None else bias + vector
+            else:
+                break  # a scalar Add on a Conv without bias: the channel count is unknown here
+            absorbed.add(nxt.name)  # the Conv now produces what nxt produced
+            for user in consumers.get(nxt.output[0], []):
+                for k, i in enumerate(user.input):
+                    if i == nxt.output[0]:
+                        user.input[k] = node.output[0]
+            consumers[node.output[0]] = consumers.pop(nxt.output[0], [])
+        if bias is not None:
+            bias_name = f"{node.name}_foldbias"
+            graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), bias_name))
+            del node.input[2:]
+            node.input.append(bias_name)
+        node.input[1] = kernel
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _plan_folding(
@@ -185,6 +291,7 @@ def export_keras_to_onnx(
         model, preprocess, input_dtype, input_name, output_names, opset
     )
     graph = proto.graph
+    _fold_affine_into_conv(graph, set(weight_vars))
     foldable, live, needed, uses = _plan_folding(graph, set(weight_vars))
     small_inits = {t.name: t for t in graph.initializer}
     opsets = {o.domain: o.version for o in proto.opset_import}
