@@ -40,7 +40,7 @@ def test_defaults_need_nothing() -> None:
         ({"ZOO_PROVIDERS": "tpu"}, "providers must be a non-empty list of"),
         ({"ZOO_TLS_CERT": "/c.pem"}, "TLS needs both tls_cert and tls_key"),
         ({"ZOO_LOG_FORMAT": "xml"}, "log_format must be text or json"),
-        ({"ZOO_MAX_BATCH_SIZE": "0"}, "max_batch_size must be >= 1; received 0"),
+        ({"ZOO_MAX_BATCH_SIZE": "-1"}, "max_batch_size must be >= 0; received -1"),
     ],
 )
 def test_bad_values_are_clear(env: dict[str, str], message: str) -> None:

@@ -53,7 +53,11 @@ class ServerConfig:
         metadata={"help": "Unload least recently used models above this (0: no limit)."},
     )
     max_batch_size: int = field(
-        default=32, metadata={"help": "Largest dynamic batch (a model's config.pbtxt wins)."}
+        default=0,
+        metadata={
+            "help": "Largest dynamic batch, capped by the model's config.pbtxt (0: auto, 8 "
+            "on CPU, the model's limit on GPU)."
+        },
     )
     max_queue_delay_us: int = field(
         default=0,
@@ -63,8 +67,11 @@ class ServerConfig:
         },
     )
     model_instances: int = field(
-        default=2,
-        metadata={"help": "Batches of one model computing at once (like Triton's instance count)."},
+        default=0,
+        metadata={
+            "help": "Batches of one model computing at once, like Triton's instance count "
+            "(0: auto, 4 on CPU, 2 on GPU)."
+        },
     )
     dynamic_batching: bool = field(
         default=True, metadata={"help": "Coalesce concurrent requests into batches."}
@@ -83,6 +90,9 @@ class ServerConfig:
     log_format: str = field(default="text", metadata={"help": "text or json."})
 
     def __post_init__(self) -> None:
+        for name in ("max_batch_size", "model_instances", "max_queue_delay_us"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"{name} must be >= 0; received {getattr(self, name)}")
         unknown = [p for p in self.providers if p not in PROVIDERS]
         if unknown or not self.providers:
             raise InvalidArgument(
@@ -92,13 +102,7 @@ class ServerConfig:
             raise InvalidArgument("TLS needs both tls_cert and tls_key")
         if self.log_format not in ("text", "json"):
             raise InvalidArgument(f"log_format must be text or json; received {self.log_format!r}")
-        for name in (
-            "port",
-            "max_message_bytes",
-            "max_batch_size",
-            "max_image_pixels",
-            "model_instances",
-        ):
+        for name in ("port", "max_message_bytes", "max_image_pixels"):
             minimum = 0 if name == "port" else 1
             if getattr(self, name) < minimum:
                 raise InvalidArgument(

@@ -116,13 +116,11 @@ class Runtime:
         providers: Sequence[str] = ("tensorrt", "cuda", "cpu"),
         intra_op_threads: int = 0,
         memory_budget_bytes: int = 0,
-        max_batch_size: int = 32,
     ) -> None:
         self.repository = repository
         self.providers = choose_providers(providers)
         self.intra_op_threads = intra_op_threads
         self.memory_budget_bytes = memory_budget_bytes
-        self.default_max_batch_size = max_batch_size
         self._loaded: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._failed: dict[tuple[str, int], str] = {}
         self._lock = threading.RLock()
@@ -223,7 +221,7 @@ class Runtime:
         return model
 
     def _max_batch_size(self, mv: ModelVersion) -> int:
-        # config.pbtxt is the model's own setting; fall back to the server default.
+        # config.pbtxt is the model's own setting (Triton's); without one, 32.
         config = mv.path.parent / "config.pbtxt"
         try:
             for line in config.read_text().splitlines():
@@ -231,7 +229,7 @@ class Runtime:
                     return max(1, int(line.split(":", 1)[1]))
         except (OSError, ValueError):
             pass
-        return self.default_max_batch_size
+        return 32
 
     @staticmethod
     def _warm_up(model: LoadedModel) -> None:
