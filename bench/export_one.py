@@ -2,7 +2,8 @@
 
 Runs in its own process (TensorFlow holds memory). The model is built with random weights
 made pixel-sensitive (BatchNorm statistics from real photos, a sharpened classifier), so the
-logit comparison means something. Prints one JSON line.
+logit comparison means something, and exported from a weights file, as ImageNet weights
+are. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ def ort_ms_per_image(sessions: dict[str, Any], feeds: dict[str, np.ndarray], rou
 def stock_export(model_path: Path, out: Path) -> dict[str, Any]:
     """Keras's own model.export(format='onnx') in a child process, for comparison."""
     code = f"""
-import json, resource, time, keras, numpy as np
+import json, time, keras, numpy as np
+from zoo.export_child import peak_rss_bytes
 model = keras.saving.load_model({str(model_path)!r}, compile=False)
 model(np.zeros((1, *model.input_shape[1:]), "float32"))  # export needs a called model
 start = time.perf_counter()
 model.export({str(out)!r}, format="onnx", verbose=False)
 print(json.dumps({{"seconds": time.perf_counter() - start,
-    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+    "peak_rss_bytes": peak_rss_bytes()}}))
 """
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ
@@ -94,9 +96,11 @@ def main() -> None:
     h, w, _ = spec.input_shape
     make_pixel_sensitive(model, preprocess(verification_inputs(h, w).astype("float32")))
 
-    result = export_model(
-        model, args.workdir, model_name=spec.name.lower(), preprocessing=spec.preprocessing
-    )
+    # Exported the way `zoo export NAME --weights FILE` does: the export process builds the
+    # catalog model and loads this weights file, as it would load ImageNet weights.
+    weights_file = args.workdir / "calibrated.weights.h5"
+    model.save_weights(weights_file)
+    result = export_model(spec, args.workdir, weights=str(weights_file))
     row: dict[str, Any] = {**result.to_dict(), "model": spec.name, "params": spec.parameters}
     onnx_path = result.path / "model.onnx"
 
