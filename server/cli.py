@@ -353,6 +353,10 @@ def serve(
     """Serve the repository over gRPC (v2 inference protocol + zoo.v1) until SIGTERM."""
     import asyncio
 
+    from zoo.extras import require
+
+    require("serving")
+
     from server.app import configure_logging
     from server.app import serve as run_server
     from zoo.config import ServerConfig

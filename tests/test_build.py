@@ -81,3 +81,13 @@ def test_built_model_matches_catalog(spec: zoo.ModelSpec) -> None:
         del model
         keras.backend.clear_session()
         gc.collect()
+
+
+def test_missing_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo import extras
+    from zoo.errors import FailedPrecondition
+
+    monkeypatch.setitem(extras.SERVER_MODULES, "export", ("numpy", "no_such_module_here"))
+    with pytest.raises(FailedPrecondition, match=r"no_such_module_here.*keras-zoo\[server\]"):
+        extras.require("export")
+    extras.require("serving")  # everything is installed in the test environment

@@ -27,6 +27,7 @@ from typing import Any
 from zoo import errors
 from zoo.build import resolve_spec, validate_input_shape
 from zoo.catalog import ModelSpec, Preprocessing
+from zoo.extras import require
 from zoo.labels import imagenet_class_index
 from zoo.repository import (
     MANIFEST_FILE,
@@ -181,6 +182,7 @@ def export_model(
         NotFound, InvalidArgument, AlreadyExists, WeightsNotFound: bad arguments, checked
             before any work. FailedPrecondition: verification failed; nothing was published.
     """
+    require("export")
     if input not in INPUT_MODES:
         raise errors.InvalidArgument(f"input must be one of {INPUT_MODES}; received {input!r}")
     if not isinstance(max_batch_size, int) or max_batch_size < 1:
