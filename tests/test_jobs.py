@@ -1,0 +1,147 @@
+"""Job state machine and the job store, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import FailedPrecondition, NotFound
+from zoo.jobs import (
+    TERMINAL,
+    TRANSITIONS,
+    EventType,
+    IllegalTransition,
+    JobKind,
+    JobState,
+    transition,
+)
+from zoo.jobstore import JobStore
+
+POSTGRES = os.environ.get("ZOO_TEST_POSTGRES_URL")
+
+
+def test_transition_allows_exactly_the_table() -> None:
+    for current in JobState:
+        for target in JobState:
+            if target in TRANSITIONS[current]:
+                assert transition(current, target) is target
+            else:
+                with pytest.raises(
+                    IllegalTransition, match=f"in state {current} cannot become {target}"
+                ):
+                    transition(current, target)
+    assert all(not TRANSITIONS[s] for s in TERMINAL)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "sqlite":
+        yield JobStore(tmp_path / "jobs.db")
+        return
+    if not POSTGRES:
+        pytest.skip("no PostgreSQL server given: set ZOO_TEST_POSTGRES_URL (.ci/postgres.sh start)")
+    from sqlalchemy import create_engine, text
+
+    database = f"zoo_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        POSTGRES.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {database}"))
+    url = POSTGRES.rsplit("/", 1)[0] + "/" + database
+    jobs = JobStore(url)
+    yield jobs
+    jobs.close()
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE {database} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_lifecycle_and_events(store: JobStore) -> None:
+    job = store.create(JobKind.EXPORT, {"model": "MobileNetV2"})
+    assert (job.state, job.attempts, job.params) == (JobState.QUEUED, 0, {"model": "MobileNetV2"})
+    claimed = store.claim("worker-a")
+    assert claimed is not None and claimed.id == job.id
+    assert (claimed.state, claimed.worker, claimed.attempts) == (JobState.RUNNING, "worker-a", 1)
+    assert store.claim("worker-b") is None
+    store.add_event(job.id, EventType.EPOCH, {"epoch": 1, "accuracy": 0.5})
+    done = store.set_state(job.id, JobState.SUCCEEDED, result={"version": 3})
+    assert done.state is JobState.SUCCEEDED and done.result == {"version": 3}
+    assert done.finished_at is not None
+    events = store.events(job.id)
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert [(e.type, e.payload.get("state")) for e in events] == [
+        (EventType.STATE, "QUEUED"), (EventType.STATE, "RUNNING"),
+        (EventType.EPOCH, None), (EventType.STATE, "SUCCEEDED"),
+    ]  # fmt: skip
+    assert [e.seq for e in store.events(job.id, after=2)] == [3, 4]
+    with pytest.raises(IllegalTransition):
+        store.set_state(job.id, JobState.RUNNING)
+    with pytest.raises(FailedPrecondition, match="has already ended"):
+        store.request_cancel(job.id)
+
+
+def test_cancel(store: JobStore) -> None:
+    queued = store.create(JobKind.EXPORT, {})
+    assert store.request_cancel(queued.id).state is JobState.CANCELLED
+    running = store.create(JobKind.EXPORT, {})
+    store.claim("w")
+    assert store.request_cancel(running.id).state is JobState.CANCELLING
+    assert store.heartbeat(running.id, "w") is JobState.CANCELLING
+    assert store.set_state(running.id, JobState.CANCELLED).state is JobState.CANCELLED
+
+
+def test_orphaned_job_is_claimed_again(store: JobStore) -> None:
+    job = store.create(JobKind.FINETUNE, {})
+    assert store.claim("dead-worker").id == job.id
+    assert store.claim("other", stale_after_s=60) is None  # still beating recently
+    time.sleep(0.2)
+    again = store.claim("other", stale_after_s=0.1)
+    assert again is not None and (again.id, again.worker, again.attempts) == (job.id, "other", 2)
+    assert any("resuming on other" in e.payload.get("message", "") for e in store.events(job.id))
+
+
+def test_list_and_unknown(store: JobStore) -> None:
+    a = store.create(JobKind.EXPORT, {})
+    b = store.create(JobKind.FINETUNE, {})
+    store.claim("w")
+    assert [j.id for j in store.jobs()] == [b.id, a.id]
+    assert [j.id for j in store.jobs(JobState.QUEUED)] == [b.id]
+    with pytest.raises(NotFound, match="no job 'nope'"):
+        store.get("nope")
+
+
+def _claim_all(url: str, worker: str, go: object, out: multiprocessing.Queue) -> None:
+    jobs = JobStore(url)
+    mine = []
+    go.wait(60)  # type: ignore[attr-defined]  # all workers start claiming together
+    while (job := jobs.claim(worker)) is not None:
+        mine.append(job.id)
+        time.sleep(0.01)  # a little work, so that the others get a turn
+    out.put(mine)
+
+
+def test_concurrent_workers_never_take_the_same_job(store: JobStore) -> None:
+    created = {store.create(JobKind.EXPORT, {"n": i}).id for i in range(40)}
+    context = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue = context.Queue()
+    go = context.Event()
+    workers = [
+        context.Process(target=_claim_all, args=(store.url, f"w{i}", go, out)) for i in range(4)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(3)  # let the spawned interpreters import
+    go.set()
+    claimed = [out.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(30)
+    every = [job for mine in claimed for job in mine]
+    assert sorted(every) == sorted(created)  # each job exactly once
+    assert len(set(every)) == len(every)
+    assert sum(1 for mine in claimed if mine) >= 2  # they really competed

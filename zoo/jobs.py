@@ -1,0 +1,108 @@
+"""Jobs: what they are and how their state may change. Plain data and pure functions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from zoo.errors import FailedPrecondition
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+class JobKind(enum.StrEnum):
+    FINETUNE = "finetune"
+    EXPORT = "export"
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+# Every legal move. RUNNING -> QUEUED is a job whose worker died: another worker resumes it
+# from its last checkpoint. CANCELLING may still end SUCCEEDED or FAILED when the work
+# finished before it noticed the request.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLING, JobState.QUEUED}
+    ),
+    JobState.CANCELLING: frozenset({JobState.CANCELLED, JobState.FAILED, JobState.SUCCEEDED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(FailedPrecondition):
+    """A job was asked to move to a state it cannot reach from where it is."""
+
+
+def transition(current: JobState, target: JobState) -> JobState:
+    """``target`` if a job in ``current`` may move there, else IllegalTransition."""
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "nothing: it has ended"
+        raise IllegalTransition(
+            f"a job in state {current} cannot become {target}; it can become {allowed}"
+        )
+    return target
+
+
+class EventType(enum.StrEnum):
+    STATE = "state"
+    EPOCH = "epoch"
+    PROGRESS = "progress"
+    LOG = "log"
+    RESULT = "result"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: JobKind
+    state: JobState
+    params: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    attempts: int = 0
+    worker: str | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "state": self.state.value,
+            "params": self.params,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "error": self.error,
+            "result": self.result,
+        }
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_id: str
+    seq: int  # 1, 2, ... per job: WatchJob(after_event=N) resumes after N
+    time: datetime
+    type: EventType
+    payload: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,329 @@
+"""Jobs and their events in a database (SQLAlchemy): SQLite by default, PostgreSQL to share.
+
+Workers claim jobs atomically: on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOCKED`` (two
+workers never wait on or take the same row), on SQLite inside a ``BEGIN IMMEDIATE``
+transaction (one writer at a time). Every claim is also a conditional UPDATE checked by its
+row count, so a claim that lost a race is never mistaken for a win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    CursorResult,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError as SQLIntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
+from zoo.jobs import EventType, Job, JobEvent, JobKind, JobState, transition
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class EventRow(Base):
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    type: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands naive datetimes back; everything here is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def database_url(url_or_path: str | Path) -> str:
+    """A SQLAlchemy URL: ``postgresql://`` uses psycopg 3; a plain path means SQLite."""
+    text = str(url_or_path)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).resolve()}"
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        # pysqlite's own transaction handling is replaced so that every transaction starts
+        # with BEGIN IMMEDIATE: the write lock is taken up front and claims cannot interleave.
+        @event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        kind=JobKind(row.kind),
+        state=JobState(row.state),
+        params=row.params,
+        created_at=_aware(row.created_at) or now(),
+        updated_at=_aware(row.updated_at) or now(),
+        attempts=row.attempts,
+        worker=row.worker,
+        error=row.error,
+        result=row.result,
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
+    )
+
+
+class JobStore:
+    """Jobs and events behind one SQLAlchemy engine; safe to share between processes."""
+
+    def __init__(self, url_or_path: str | Path) -> None:
+        self.url = database_url(url_or_path)
+        self.engine = _engine(self.url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- jobs ------------------------------------------------------------------------
+    def create(self, kind: JobKind, params: dict[str, Any]) -> Job:
+        stamp = now()
+        row = JobRow(
+            id=uuid.uuid4().hex,
+            kind=kind.value,
+            state=JobState.QUEUED.value,
+            params=params,
+            created_at=stamp,
+            updated_at=stamp,
+            attempts=0,
+        )
+        with self._session() as session:
+            session.add(row)
+            session.flush()
+            self._add_event(session, row.id, EventType.STATE, {"state": JobState.QUEUED.value})
+        return _job(row)
+
+    def get(self, job_id: str) -> Job:
+        with self._session() as session:
+            return _job(self._row(session, job_id))
+
+    @staticmethod
+    def _row(session: Session, job_id: str, lock: bool = False) -> JobRow:
+        query = select(JobRow).where(JobRow.id == job_id)
+        if lock:
+            query = query.with_for_update()
+        row = session.scalars(query).first()
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return row
+
+    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        if limit < 1:
+            raise InvalidArgument(f"limit must be >= 1; received {limit}")
+        query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+        if state is not None:
+            query = query.where(JobRow.state == state.value)
+        with self._session() as session:
+            return [_job(r) for r in session.scalars(query)]
+
+    def claim(self, worker: str, stale_after_s: float = 60.0) -> Job | None:
+        """Take the oldest queued job, or a running one whose worker stopped beating.
+
+        Returns the job now RUNNING for ``worker``, or None when there is nothing to do.
+        """
+        stamp = now()
+        stale = stamp - dt.timedelta(seconds=stale_after_s)
+        with self._session() as session:
+            for row in self._candidates(session, stale):
+                previous = JobState(row.state)
+                if previous is JobState.RUNNING:  # its worker died: back to the queue first
+                    transition(previous, JobState.QUEUED)
+                still_claimable = (JobRow.state == JobState.QUEUED.value) | (
+                    JobRow.heartbeat_at < stale
+                )
+                done = session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == row.id, JobRow.state == row.state, still_claimable)
+                    .values(
+                        state=JobState.RUNNING.value,
+                        worker=worker,
+                        attempts=JobRow.attempts + 1,
+                        heartbeat_at=stamp,
+                        updated_at=stamp,
+                        started_at=func.coalesce(JobRow.started_at, stamp),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if cast(CursorResult[Any], done).rowcount != 1:
+                    continue  # another worker got there first
+                if previous is JobState.RUNNING:
+                    self._add_event(
+                        session,
+                        row.id,
+                        EventType.LOG,
+                        {"message": f"worker {row.worker} stopped; resuming on {worker}"},
+                    )
+                self._add_event(
+                    session, row.id, EventType.STATE, {"state": "RUNNING", "worker": worker}
+                )
+                session.flush()
+                session.expire(row)
+                return _job(self._row(session, row.id))
+        return None
+
+    @staticmethod
+    def _candidates(session: Session, stale: dt.datetime) -> list[JobRow]:
+        queued = JobRow.state == JobState.QUEUED.value
+        orphaned = (JobRow.state == JobState.RUNNING.value) & (JobRow.heartbeat_at < stale)
+        query = (
+            select(JobRow)
+            .where(queued | orphaned)
+            .order_by(JobRow.created_at)
+            .limit(5)
+            .with_for_update(skip_locked=True)
+        )
+        return list(session.scalars(query))
+
+    def heartbeat(self, job_id: str, worker: str) -> JobState:
+        """Record that ``worker`` is alive on the job; returns the job's state (CANCELLING?)."""
+        with self._session() as session:
+            row = self._row(session, job_id, lock=True)
+            if row.worker == worker and row.state in ("RUNNING", "CANCELLING"):
+                row.heartbeat_at = now()
+            return JobState(row.state)
+
+    def set_state(
+        self,
+        job_id: str,
+        target: JobState,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> Job:
+        """Move a job to ``target`` if its state machine allows it, recording an event."""
+        with self._session() as session:
+            row = self._row(session, job_id, lock=True)
+            transition(JobState(row.state), target)
+            stamp = now()
+            row.state = target.value
+            row.updated_at = stamp
+            if target.terminal:
+                row.finished_at = stamp
+            if error is not None:
+                row.error = error
+            if result is not None:
+                row.result = result
+            payload: dict[str, Any] = {"state": target.value}
+            if error is not None:
+                payload["error"] = error
+            self._add_event(session, job_id, EventType.STATE, payload)
+            session.flush()
+            return _job(row)
+
+    def request_cancel(self, job_id: str) -> Job:
+        """QUEUED ends CANCELLED at once; RUNNING becomes CANCELLING for its worker to see."""
+        job = self.get(job_id)
+        if job.state.terminal:
+            raise FailedPrecondition(f"job {job_id} has already ended ({job.state})")
+        if job.state is JobState.CANCELLING:
+            return job
+        target = JobState.CANCELLED if job.state is JobState.QUEUED else JobState.CANCELLING
+        return self.set_state(job_id, target)
+
+    # -- events ----------------------------------------------------------------------
+    def add_event(self, job_id: str, type: EventType, payload: dict[str, Any]) -> int:
+        for _ in range(5):  # two writers can pick the same next seq; the loser retries
+            try:
+                with self._session() as session:
+                    self._row(session, job_id)
+                    return self._add_event(session, job_id, type, payload)
+            except SQLIntegrityError:
+                continue
+        raise FailedPrecondition(f"could not record an event for job {job_id}")
+
+    @staticmethod
+    def _add_event(session: Session, job_id: str, type: EventType, payload: dict[str, Any]) -> int:
+        last = session.scalar(select(func.max(EventRow.seq)).where(EventRow.job_id == job_id))
+        seq = (last or 0) + 1
+        session.add(EventRow(job_id=job_id, seq=seq, time=now(), type=type.value, payload=payload))
+        session.flush()
+        return seq
+
+    def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        with self._session() as session:
+            self._row(session, job_id)
+            rows = session.scalars(
+                select(EventRow)
+                .where(EventRow.job_id == job_id, EventRow.seq > after)
+                .order_by(EventRow.seq)
+            )
+            return [
+                JobEvent(r.job_id, r.seq, _aware(r.time) or now(), EventType(r.type), r.payload)
+                for r in rows
+            ]
