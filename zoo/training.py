@@ -1,0 +1,413 @@
+"""Fine-tuning: the Keras transfer-learning recipe, as a resumable, cancellable function.
+
+Phase 1 trains a new head (global average pooling, dropout, dense softmax) on the frozen
+base, which runs in inference mode (``training=False``). Without augmentation the base's
+output never changes during phase 1, so its features are computed once and the head trains
+on them alone: the same result for a fraction of the compute. Phase 2 unfreezes the top of
+the base (never its BatchNormalization layers, which stay in inference mode), recompiles
+with a low learning rate and continues on images. Every epoch writes a checkpoint; a run
+that finds one continues from it.
+
+Runs in a job's child process (TensorFlow keeps memory); reports through a callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.catalog import ModelSpec
+from zoo.errors import Cancelled, InvalidArgument
+
+Report = Callable[[str, dict[str, Any]], None]  # (event type, payload)
+ShouldStop = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class FineTuneParams:
+    """Training parameters; every field has a default that works for a few hundred images."""
+
+    epochs: int = 5
+    fine_tune_epochs: int = 3
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-5
+    batch_size: int = 32
+    image_size: int | None = None  # default: the base model's input size
+    unfreeze: float = 0.2  # below 1: fraction of the base's layers; from 1: a layer count
+    augment: bool = False
+    validation_split: float = 0.2
+    patience: int = 3
+    dropout: float = 0.2
+    seed: int = 0
+    weights: str | None = "imagenet"  # the base's weights: imagenet or none
+    mixed_precision: bool = False  # only used on a GPU
+    base_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"alpha": 0.35}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FineTuneParams:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise InvalidArgument(
+                f"unknown fine-tuning parameters {unknown}; known: {sorted(known)}"
+            )
+        params = cls(**values)
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        """InvalidArgument naming the first parameter out of range, with what was received."""
+        ranges = [
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("fine_tune_epochs", self.fine_tune_epochs >= 0, ">= 0"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("fine_tune_learning_rate", self.fine_tune_learning_rate > 0, "> 0"),
+            ("batch_size", 1 <= self.batch_size <= 1024, "in 1..1024"),
+            ("image_size", self.image_size is None or self.image_size >= 32, ">= 32"),
+            ("unfreeze", self.unfreeze >= 0, ">= 0"),
+            ("validation_split", 0 < self.validation_split < 1, "in (0, 1)"),
+            ("patience", self.patience >= 1, ">= 1"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("weights", self.weights in ("imagenet", None), "'imagenet' or none"),
+        ]
+        for name, ok, expected in ranges:
+            if not ok:
+                raise InvalidArgument(
+                    f"{name} must be {expected}; received {getattr(self, name)!r}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    model_path: Path  # the full Keras model (softmax classifier), .keras
+    class_names: list[str]
+    history: dict[str, list[float]]
+    val_accuracy: float
+    confusion_matrix: list[list[int]]
+    images_per_second: dict[str, float]
+
+
+def split(files: list[tuple[Path, int]], fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic per-class split: every class keeps at least one training image."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in sorted({c for _, c in files}):
+        members = [f for f in files if f[1] == label]
+        order = rng.permutation(len(members))
+        wanted = max(1, round(fraction * len(members)))
+        n_val = min(len(members) - 1, wanted) if len(members) > 1 else 0
+        val += [members[i] for i in order[:n_val]]
+        train += [members[i] for i in order[n_val:]]
+    return train, val
+
+
+class _Checkpoint:
+    """``state.json`` + weights under a directory, each written whole then renamed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> dict[str, Any] | None:
+        path = self.directory / "state.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save(self, model: Any, phase: int, epoch: int, history: dict[str, list[float]]) -> None:
+        weights = self.directory / f"phase{phase}.weights.h5"
+        tmp = self.directory / f".phase{phase}.tmp.weights.h5"
+        model.save_weights(tmp)
+        os.replace(tmp, weights)
+        state = {"phase": phase, "epoch": epoch, "weights": weights.name, "history": history}
+        tmp_state = self.directory / ".state.json.tmp"
+        tmp_state.write_text(json.dumps(state))
+        os.replace(tmp_state, self.directory / "state.json")
+
+
+def train(
+    spec: ModelSpec,
+    files: list[tuple[Path, int]],
+    class_names: list[str],
+    params: FineTuneParams,
+    workdir: Path,
+    report: Report,
+    should_stop: ShouldStop,
+    weights_dir: str | None = None,
+) -> TrainingResult:
+    """Fine-tune ``spec`` on ``files`` ((path, class index) pairs); resumes from ``workdir``."""
+    import importlib
+
+    from zoo.build import build_model, import_keras
+
+    keras = import_keras()
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(params.seed)
+    if params.mixed_precision and tf.config.list_physical_devices("GPU"):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    size = params.image_size or spec.input_size
+    preprocess = importlib.import_module(spec.keras_module).preprocess_input
+    train_files, val_files = split(files, params.validation_split, params.seed)
+    checkpoint = _Checkpoint(workdir / "checkpoint")
+    state = checkpoint.load()
+    if not val_files:
+        raise InvalidArgument("the dataset is too small to hold out validation images")
+    n_classes = len(class_names)
+
+    def dataset(items: list[tuple[Path, int]], shuffle: bool) -> Any:
+        paths = tf.constant([str(p) for p, _ in items])
+        labels = tf.constant([c for _, c in items], dtype=tf.int32)
+        data = tf.data.Dataset.from_tensor_slices((paths, labels))
+        if shuffle:
+            data = data.shuffle(len(items), seed=params.seed, reshuffle_each_iteration=True)
+
+        def load(path: Any, label: Any) -> Any:
+            image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            image = tf.image.resize(tf.cast(image, tf.float32), (size, size))
+            return preprocess(image), label
+
+        data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        return data.batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    base = build_model(
+        spec,
+        weights=params.weights,
+        include_top=False,
+        input_shape=(size, size, 3),
+        weights_dir=weights_dir,
+        **params.base_kwargs,
+    )
+    if params.weights is None and state is None:
+        # A random base with BatchNorm's initial statistics (mean 0, variance 1) answers
+        # almost the same for every image; statistics of the real images make its features
+        # informative, which pretrained weights otherwise provide.
+        _calibrate_batchnorm(keras, base, dataset(train_files, True), batches=8)
+    base.trainable = False
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    inputs = keras.Input((size, size, 3))
+    features = pool(base(inputs, training=False))  # inference mode, also in phase 2
+    head_input = keras.Input((features.shape[-1],))
+    head = keras.Model(
+        head_input,
+        keras.layers.Dense(n_classes, activation="softmax", name="classifier")(
+            keras.layers.Dropout(params.dropout, name="dropout")(head_input)
+        ),
+        name="head",
+    )
+    # What is exported: no augmentation layers in it.
+    model = keras.Model(inputs, head(features), name=f"{spec.name.lower()}_finetuned")
+    trainer = model
+    if params.augment:
+        augmentation = keras.Sequential(
+            [
+                keras.layers.RandomFlip("horizontal", seed=params.seed),
+                keras.layers.RandomRotation(0.1, seed=params.seed),
+                keras.layers.RandomZoom(0.1, seed=params.seed),
+                keras.layers.RandomContrast(0.1, seed=params.seed),
+            ],
+            name="augmentation",
+        )
+        trainer = keras.Model(inputs, head(pool(base(augmentation(inputs), training=False))))
+
+    history: dict[str, list[float]] = (state or {}).get("history", {})
+    speed: dict[str, float] = {}
+    train_data, val_data = dataset(train_files, True), dataset(val_files, False)
+    steps = math.ceil(len(train_files) / params.batch_size)
+
+    class Progress(keras.callbacks.Callback):  # type: ignore[name-defined]
+        def __init__(self, phase: int, total_epochs: int, model_to_save: Any) -> None:
+            super().__init__()
+            self.phase, self.total_epochs, self.model_to_save = phase, total_epochs, model_to_save
+            self.images = 0
+            self.last = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch, self.started = epoch, time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if should_stop():
+                self.model.stop_training = True
+                return
+            self.images += params.batch_size
+            now = time.perf_counter()
+            if now - self.last >= 1.0:
+                self.last = now
+                done = (batch + 1) / steps
+                elapsed = now - self.started
+                report(
+                    "progress",
+                    {
+                        "phase": self.phase,
+                        "epoch": self.epoch + 1,
+                        "epochs": self.total_epochs,
+                        "batch": batch + 1,
+                        "batches": steps,
+                        "eta_s": round(elapsed / done * (1 - done), 1) if done else None,
+                    },
+                )
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            for key, value in metrics.items():
+                history.setdefault(f"phase{self.phase}_{key}", []).append(value)
+            seconds = time.perf_counter() - self.started
+            report(
+                "epoch",
+                {"phase": self.phase, "epoch": epoch + 1, "seconds": round(seconds, 2), **metrics},
+            )
+            checkpoint.save(self.model_to_save, self.phase, epoch + 1, history)
+
+    def stop_check() -> None:
+        if should_stop():
+            raise Cancelled("cancelled by request")
+
+    def compile_for(target: Any, rate: float) -> None:
+        target.compile(
+            keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+
+    def early_stopping() -> Any:
+        return keras.callbacks.EarlyStopping(
+            "val_loss", patience=params.patience, restore_best_weights=True
+        )
+
+    # -- phase 1: the head on the frozen base ---------------------------------------------
+    resumed_phase = state["phase"] if state is not None else 0
+    if resumed_phase == 1:
+        head.load_weights(checkpoint.directory / state["weights"])  # type: ignore[index]
+    start_epoch = state["epoch"] if resumed_phase == 1 else 0  # type: ignore[index]
+    if resumed_phase < 2 and start_epoch < params.epochs:
+        report("log", {"message": f"phase 1: training the head from epoch {start_epoch + 1}"})
+        started = time.perf_counter()
+        callbacks = [Progress(1, params.epochs, head), early_stopping()]
+        if params.augment:
+            compile_for(trainer, params.learning_rate)
+            trainer.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=params.epochs,
+                initial_epoch=start_epoch,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        else:
+            # The frozen base in inference mode gives the same features every epoch.
+            report("log", {"message": f"computing base features of {len(files)} images once"})
+            extractor = keras.Model(inputs, features)
+            train_x, train_y = _features(extractor, dataset(train_files, False), stop_check)
+            val_x, val_y = _features(extractor, val_data, stop_check)
+            speed["phase1_feature_images_per_s"] = len(files) / (time.perf_counter() - started)
+            compile_for(head, params.learning_rate)
+            head.fit(
+                train_x,
+                train_y,
+                batch_size=params.batch_size,
+                validation_data=(val_x, val_y),
+                epochs=params.epochs,
+                initial_epoch=start_epoch,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        speed["phase1_images_per_s"] = (
+            len(train_files) * (params.epochs - start_epoch) / (time.perf_counter() - started)
+        )
+        stop_check()
+        checkpoint.save(head, 1, params.epochs, history)
+
+    # -- phase 2: the top of the base, with a low learning rate ---------------------------
+    if params.fine_tune_epochs:
+        _unfreeze(keras, base, params.unfreeze)
+        start_epoch = state["epoch"] if resumed_phase == 2 else 0  # type: ignore[index]
+        if resumed_phase == 2:
+            model.load_weights(checkpoint.directory / state["weights"])  # type: ignore[index]
+        if start_epoch < params.fine_tune_epochs:
+            report("log", {"message": f"phase 2: fine-tuning from epoch {start_epoch + 1}"})
+            compile_for(trainer, params.fine_tune_learning_rate)
+            started = time.perf_counter()
+            trainer.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=params.fine_tune_epochs,
+                initial_epoch=start_epoch,
+                callbacks=[Progress(2, params.fine_tune_epochs, model), early_stopping()],
+                verbose=0,
+            )
+            speed["phase2_images_per_s"] = (
+                len(train_files)
+                * (params.fine_tune_epochs - start_epoch)
+                / (time.perf_counter() - started)
+            )
+            stop_check()
+
+    # -- evaluation -----------------------------------------------------------------------
+    predictions = []
+    truth = []
+    for x, y in val_data:
+        predictions.append(np.argmax(np.asarray(model(x, training=False)), axis=1))
+        truth.append(np.asarray(y))
+    predicted, actual = np.concatenate(predictions), np.concatenate(truth)
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    for t, p in zip(actual, predicted, strict=True):
+        confusion[t, p] += 1
+    path = workdir / "model.keras"
+    model.save(path)
+    return TrainingResult(
+        model_path=path,
+        class_names=class_names,
+        history=history,
+        val_accuracy=float(np.mean(predicted == actual)),
+        confusion_matrix=confusion.tolist(),
+        images_per_second={k: round(v, 1) for k, v in speed.items()},
+    )
+
+
+def _features(
+    extractor: Any, data: Any, stop_check: Callable[[], None]
+) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for x, y in data:
+        stop_check()
+        xs.append(np.asarray(extractor(x, training=False)))
+        ys.append(np.asarray(y))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _calibrate_batchnorm(keras: Any, base: Any, data: Any, batches: int) -> None:
+    """Set every BatchNormalization's moving statistics from ``batches`` of real images."""
+    norms = [
+        layer
+        for layer in base._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0  # the statistics of this batch replace the initial ones
+    for i, (x, _) in enumerate(data):
+        if i == batches:
+            break
+        base(x, training=True)
+        for layer in norms:  # later batches average in
+            layer.momentum = i / (i + 1)
+    for layer, momentum in zip(norms, momenta, strict=True):
+        layer.momentum = momentum
+
+
+def _unfreeze(keras: Any, base: Any, unfreeze: float) -> None:
+    """Make the top layers of ``base`` trainable, except BatchNormalization layers."""
+    layers = base.layers
+    count = int(unfreeze) if unfreeze >= 1 else round(unfreeze * len(layers))
+    base.trainable = True
+    for i, layer in enumerate(layers):
+        top = i >= len(layers) - count
+        layer.trainable = top and not isinstance(layer, keras.layers.BatchNormalization)
