@@ -5,7 +5,18 @@ Talks to the server over gRPC only; installs and imports without TensorFlow or O
 
 from client import errors
 from client.aio import AsyncZooClient
+from client.jobs import DatasetInfo, Job, JobEvent
 from client.sync import ZooClient
 from client.types import Classification, ModelInfo, Prediction
 
-__all__ = ["AsyncZooClient", "Classification", "ModelInfo", "Prediction", "ZooClient", "errors"]
+__all__ = [
+    "AsyncZooClient",
+    "Classification",
+    "DatasetInfo",
+    "Job",
+    "JobEvent",
+    "ModelInfo",
+    "Prediction",
+    "ZooClient",
+    "errors",
+]

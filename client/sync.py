@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 
 from client import _wire
+from client import jobs as job_api
 from client.errors import from_rpc_error
 from client.types import Classification, ModelInfo
 from protos import grpc_service_pb2 as pb
@@ -46,6 +47,8 @@ class ZooClient:
         self._channel = _wire.open_channel(grpc, address, tls, retries, max_message_bytes)
         self._inference = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._zoo = zpb_grpc.ModelZooStub(self._channel)
+        self._datasets = zpb_grpc.DatasetsStub(self._channel)
+        self._jobs = zpb_grpc.JobsStub(self._channel)
         self._metadata = _wire.metadata(token)
         self.timeout = timeout
         self._input_names: dict[str, str] = {}
@@ -116,3 +119,90 @@ class ZooClient:
         self._call(
             self._inference.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=model)
         )
+
+    # -- datasets and jobs ------------------------------------------------------------
+    def upload_dataset(
+        self, path: str | os.PathLike[str], progress: bool = False
+    ) -> job_api.DatasetInfo:
+        """Upload a ``class_name/image`` folder (zipped on the fly) or a zip/tar archive.
+
+        Uploading the same archive again returns the same dataset. No timeout applies.
+        """
+        bar: Any = None
+        on_bytes = None
+        if progress:
+            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+            bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+            task = bar.add_task(f"uploading {os.fspath(path)}", total=None)
+
+            def on_bytes(sent: int, total: int) -> None:
+                bar.update(task, completed=sent, total=total)
+
+        requests = job_api.upload_requests(path, on_bytes)
+        try:
+            if bar is not None:
+                bar.start()
+            message = job_api.rpc_errors(
+                lambda: self._datasets.UploadDataset(requests, metadata=self._metadata)
+            )
+        finally:
+            if bar is not None:
+                bar.stop()
+        return job_api.dataset_from(message)
+
+    def datasets(self) -> list[job_api.DatasetInfo]:
+        response = self._call(self._datasets.ListDatasets, zpb.ListDatasetsRequest())
+        return [job_api.dataset_from(d) for d in response.datasets]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._call(self._datasets.DeleteDataset, zpb.DeleteDatasetRequest(id=dataset_id))
+
+    def finetune(
+        self, base: str, dataset: str | job_api.DatasetInfo, output_model: str, **params: Any
+    ) -> job_api.Job:
+        """Start a fine-tuning job; ``params`` are FineTuneParams fields (epochs=..., ...)."""
+        base_kwargs = params.pop("base_kwargs", {})
+        message = zpb.FineTuneParams(**params)
+        message.base_kwargs.update(base_kwargs)
+        request = zpb.CreateFineTuneJobRequest(
+            base_model=base,
+            dataset_id=dataset if isinstance(dataset, str) else dataset.id,
+            output_model=output_model,
+            params=message,
+        )
+        return job_api.job_from(self._call(self._jobs.CreateFineTuneJob, request), self)
+
+    def export(
+        self,
+        model: str,
+        weights: str = "imagenet",
+        input: str = "uint8",
+        output_model: str = "",
+        version: int = 0,
+    ) -> job_api.Job:
+        """Start an export job (the server never blocks on an export)."""
+        request = zpb.CreateExportJobRequest(
+            model=model, weights=weights, input=input, output_model=output_model, version=version
+        )
+        return job_api.job_from(self._call(self._jobs.CreateExportJob, request), self)
+
+    def job(self, job_id: str) -> job_api.Job:
+        return job_api.job_from(self._call(self._jobs.GetJob, zpb.GetJobRequest(id=job_id)), self)
+
+    def jobs(self, state: str = "", limit: int = 100) -> list[job_api.Job]:
+        response = self._call(self._jobs.ListJobs, zpb.ListJobsRequest(state=state, limit=limit))
+        return [job_api.job_from(j, self) for j in response.jobs]
+
+    def _jobs_call(self, method: str, request: Any) -> job_api.Job:
+        return job_api.job_from(self._call(getattr(self._jobs, method), request), self)
+
+    def _watch(self, job_id: str, after: int) -> Any:
+        stream = self._jobs.WatchJob(
+            zpb.WatchJobRequest(id=job_id, after_event=after), metadata=self._metadata
+        )
+        try:
+            for message in stream:
+                yield job_api.event_from(message)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/zoo_service.proto\x12\x06zoo.v1\"9\n\x11ListModelsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x13\n\x0bserved_only\x18\x02 \x01(\x08\"3\n\x12ListModelsResponse\x12\x1d\n\x06models\x18\x01 \x03(\x0b\x32\r.zoo.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x97\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcatalog_model\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x10\n\x08versions\x18\x04 \x03(\x03\x12\x17\n\x0floaded_versions\x18\x05 \x03(\x03\x12\x13\n\x0binput_shape\x18\x06 \x03(\x03\x12\x15\n\rpreprocessing\x18\x07 \x01(\t\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\x12\x12\n\nparameters\x18\t \x01(\x03\x12\x0f\n\x07size_mb\x18\n \x01(\x01\x12\x15\n\rtop1_accuracy\x18\x0b \x01(\x01\x12\x15\n\rtop5_accuracy\x18\x0c \x01(\x01\x12\x1a\n\x12\x65xecution_provider\x18\r \x01(\t\"P\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\r\n\x05top_k\x18\x04 \x01(\x05\"9\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\"9\n\x0e\x43lassification\x12\'\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x12.zoo.v1.Prediction\"[\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.zoo.v1.Classification2\xc8\x01\n\x08ModelZoo\x12\x45\n\nListModels\x12\x19.zoo.v1.ListModelsRequest\x1a\x1a.zoo.v1.ListModelsResponse\"\x00\x12\x34\n\x08GetModel\x12\x17.zoo.v1.GetModelRequest\x1a\r.zoo.v1.Model\"\x00\x12?\n\x08\x43lassify\x12\x17.zoo.v1.ClassifyRequest\x1a\x18.zoo.v1.ClassifyResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protos/zoo_service.proto\x12\x06zoo.v1\"9\n\x11ListModelsRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x13\n\x0bserved_only\x18\x02 \x01(\x08\"3\n\x12ListModelsResponse\x12\x1d\n\x06models\x18\x01 \x03(\x0b\x32\r.zoo.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x97\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcatalog_model\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x10\n\x08versions\x18\x04 \x03(\x03\x12\x17\n\x0floaded_versions\x18\x05 \x03(\x03\x12\x13\n\x0binput_shape\x18\x06 \x03(\x03\x12\x15\n\rpreprocessing\x18\x07 \x01(\t\x12\x13\n\x0bnum_classes\x18\x08 \x01(\x05\x12\x12\n\nparameters\x18\t \x01(\x03\x12\x0f\n\x07size_mb\x18\n \x01(\x01\x12\x15\n\rtop1_accuracy\x18\x0b \x01(\x01\x12\x15\n\rtop5_accuracy\x18\x0c \x01(\x01\x12\x1a\n\x12\x65xecution_provider\x18\r \x01(\t\"P\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\r\n\x05top_k\x18\x04 \x01(\x05\"9\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\"9\n\x0e\x43lassification\x12\'\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x12.zoo.v1.Prediction\"[\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.zoo.v1.Classification\"7\n\x14UploadDatasetRequest\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"+\n\x0bSkippedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x80\x01\n\x07\x44\x61taset\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\t\x12\x0e\n\x06\x63ounts\x18\x03 \x03(\x03\x12\x0e\n\x06images\x18\x04 \x01(\x03\x12$\n\x07skipped\x18\x05 \x03(\x0b\x32\x13.zoo.v1.SkippedFile\x12\x12\n\ncreated_at\x18\x06 \x01(\t\"\x15\n\x13ListDatasetsRequest\"9\n\x14ListDatasetsResponse\x12!\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x0f.zoo.v1.Dataset\"\x1f\n\x11GetDatasetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\"\n\x14\x44\x65leteDatasetRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteDatasetResponse\"\xc4\x05\n\x0e\x46ineTuneParams\x12\x13\n\x06\x65pochs\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10\x66ine_tune_epochs\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12$\n\x17\x66ine_tune_learning_rate\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x17\n\nbatch_size\x18\x05 \x01(\x05H\x04\x88\x01\x01\x12\x17\n\nimage_size\x18\x06 \x01(\x05H\x05\x88\x01\x01\x12\x15\n\x08unfreeze\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x14\n\x07\x61ugment\x18\x08 \x01(\x08H\x07\x88\x01\x01\x12\x1d\n\x10validation_split\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x15\n\x08patience\x18\n \x01(\x05H\t\x88\x01\x01\x12\x14\n\x07\x64ropout\x18\x0b \x01(\x01H\n\x88\x01\x01\x12\x11\n\x04seed\x18\x0c \x01(\x05H\x0b\x88\x01\x01\x12\x14\n\x07weights\x18\r \x01(\tH\x0c\x88\x01\x01\x12\x1c\n\x0fmixed_precision\x18\x0e \x01(\x08H\r\x88\x01\x01\x12;\n\x0b\x62\x61se_kwargs\x18\x0f \x03(\x0b\x32&.zoo.v1.FineTuneParams.BaseKwargsEntry\x1a\x31\n\x0f\x42\x61seKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\t\n\x07_epochsB\x13\n\x11_fine_tune_epochsB\x10\n\x0e_learning_rateB\x1a\n\x18_fine_tune_learning_rateB\r\n\x0b_batch_sizeB\r\n\x0b_image_sizeB\x0b\n\t_unfreezeB\n\n\x08_augmentB\x13\n\x11_validation_splitB\x0b\n\t_patienceB\n\n\x08_dropoutB\x07\n\x05_seedB\n\n\x08_weightsB\x12\n\x10_mixed_precision\"\x80\x01\n\x18\x43reateFineTuneJobRequest\x12\x12\n\nbase_model\x18\x01 \x01(\t\x12\x12\n\ndataset_id\x18\x02 \x01(\t\x12\x14\n\x0coutput_model\x18\x03 \x01(\t\x12&\n\x06params\x18\x04 \x01(\x0b\x32\x16.zoo.v1.FineTuneParams\"n\n\x16\x43reateExportJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\r\n\x05input\x18\x03 \x01(\t\x12\x14\n\x0coutput_model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\"\xda\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\t\x12\x12\n\nupdated_at\x18\x05 \x01(\t\x12\x12\n\nstarted_at\x18\x06 \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x0e\n\x06worker\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x13\n\x0bparams_json\x18\x0b \x01(\t\x12\x13\n\x0bresult_json\x18\x0c \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"/\n\x0fListJobsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"-\n\x10ListJobsResponse\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.zoo.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"2\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x66ter_event\x18\x02 \x01(\x03\"Y\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0c\n\x04time\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x14\n\x0cpayload_json\x18\x05 \x01(\t2\xc8\x01\n\x08ModelZoo\x12\x45\n\nListModels\x12\x19.zoo.v1.ListModelsRequest\x1a\x1a.zoo.v1.ListModelsResponse\"\x00\x12\x34\n\x08GetModel\x12\x17.zoo.v1.GetModelRequest\x1a\r.zoo.v1.Model\"\x00\x12?\n\x08\x43lassify\x12\x17.zoo.v1.ClassifyRequest\x1a\x18.zoo.v1.ClassifyResponse\"\x00\x32\xa7\x02\n\x08\x44\x61tasets\x12\x42\n\rUploadDataset\x12\x1c.zoo.v1.UploadDatasetRequest\x1a\x0f.zoo.v1.Dataset\"\x00(\x01\x12K\n\x0cListDatasets\x12\x1b.zoo.v1.ListDatasetsRequest\x1a\x1c.zoo.v1.ListDatasetsResponse\"\x00\x12:\n\nGetDataset\x12\x19.zoo.v1.GetDatasetRequest\x1a\x0f.zoo.v1.Dataset\"\x00\x12N\n\rDeleteDataset\x12\x1c.zoo.v1.DeleteDatasetRequest\x1a\x1d.zoo.v1.DeleteDatasetResponse\"\x00\x32\xf0\x02\n\x04Jobs\x12\x44\n\x11\x43reateFineTuneJob\x12 .zoo.v1.CreateFineTuneJobRequest\x1a\x0b.zoo.v1.Job\"\x00\x12@\n\x0f\x43reateExportJob\x12\x1e.zoo.v1.CreateExportJobRequest\x1a\x0b.zoo.v1.Job\"\x00\x12.\n\x06GetJob\x12\x15.zoo.v1.GetJobRequest\x1a\x0b.zoo.v1.Job\"\x00\x12?\n\x08ListJobs\x12\x17.zoo.v1.ListJobsRequest\x1a\x18.zoo.v1.ListJobsResponse\"\x00\x12\x34\n\tCancelJob\x12\x18.zoo.v1.CancelJobRequest\x1a\x0b.zoo.v1.Job\"\x00\x12\x39\n\x08WatchJob\x12\x17.zoo.v1.WatchJobRequest\x1a\x10.zoo.v1.JobEvent\"\x00\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.zoo_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FINETUNEPARAMS_BASEKWARGSENTRY']._loaded_options = None
+  _globals['_FINETUNEPARAMS_BASEKWARGSENTRY']._serialized_options = b'8\001'
   _globals['_LISTMODELSREQUEST']._serialized_start=36
   _globals['_LISTMODELSREQUEST']._serialized_end=93
   _globals['_LISTMODELSRESPONSE']._serialized_start=95
@@ -47,6 +49,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFICATION']._serialized_end=661
   _globals['_CLASSIFYRESPONSE']._serialized_start=663
   _globals['_CLASSIFYRESPONSE']._serialized_end=754
-  _globals['_MODELZOO']._serialized_start=757
-  _globals['_MODELZOO']._serialized_end=957
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=756
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=811
+  _globals['_SKIPPEDFILE']._serialized_start=813
+  _globals['_SKIPPEDFILE']._serialized_end=856
+  _globals['_DATASET']._serialized_start=859
+  _globals['_DATASET']._serialized_end=987
+  _globals['_LISTDATASETSREQUEST']._serialized_start=989
+  _globals['_LISTDATASETSREQUEST']._serialized_end=1010
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=1012
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1069
+  _globals['_GETDATASETREQUEST']._serialized_start=1071
+  _globals['_GETDATASETREQUEST']._serialized_end=1102
+  _globals['_DELETEDATASETREQUEST']._serialized_start=1104
+  _globals['_DELETEDATASETREQUEST']._serialized_end=1138
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=1140
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=1163
+  _globals['_FINETUNEPARAMS']._serialized_start=1166
+  _globals['_FINETUNEPARAMS']._serialized_end=1874
+  _globals['_FINETUNEPARAMS_BASEKWARGSENTRY']._serialized_start=1605
+  _globals['_FINETUNEPARAMS_BASEKWARGSENTRY']._serialized_end=1654
+  _globals['_CREATEFINETUNEJOBREQUEST']._serialized_start=1877
+  _globals['_CREATEFINETUNEJOBREQUEST']._serialized_end=2005
+  _globals['_CREATEEXPORTJOBREQUEST']._serialized_start=2007
+  _globals['_CREATEEXPORTJOBREQUEST']._serialized_end=2117
+  _globals['_JOB']._serialized_start=2120
+  _globals['_JOB']._serialized_end=2338
+  _globals['_GETJOBREQUEST']._serialized_start=2340
+  _globals['_GETJOBREQUEST']._serialized_end=2367
+  _globals['_LISTJOBSREQUEST']._serialized_start=2369
+  _globals['_LISTJOBSREQUEST']._serialized_end=2416
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2418
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2463
+  _globals['_CANCELJOBREQUEST']._serialized_start=2465
+  _globals['_CANCELJOBREQUEST']._serialized_end=2495
+  _globals['_WATCHJOBREQUEST']._serialized_start=2497
+  _globals['_WATCHJOBREQUEST']._serialized_end=2547
+  _globals['_JOBEVENT']._serialized_start=2549
+  _globals['_JOBEVENT']._serialized_end=2638
+  _globals['_MODELZOO']._serialized_start=2641
+  _globals['_MODELZOO']._serialized_end=2841
+  _globals['_DATASETS']._serialized_start=2844
+  _globals['_DATASETS']._serialized_end=3139
+  _globals['_JOBS']._serialized_start=3142
+  _globals['_JOBS']._serialized_end=3510
 # @@protoc_insertion_point(module_scope)

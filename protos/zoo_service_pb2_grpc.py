@@ -184,3 +184,500 @@ class ModelZoo:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DatasetsStub:
+    """Labelled image sets for fine-tuning: a zip or tar archive laid out class_name/image.ext.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.UploadDataset = channel.stream_unary(
+                '/zoo.v1.Datasets/UploadDataset',
+                request_serializer=protos_dot_zoo__service__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/zoo.v1.Datasets/ListDatasets',
+                request_serializer=protos_dot_zoo__service__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/zoo.v1.Datasets/GetDataset',
+                request_serializer=protos_dot_zoo__service__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/zoo.v1.Datasets/DeleteDataset',
+                request_serializer=protos_dot_zoo__service__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
+
+
+class DatasetsServicer:
+    """Labelled image sets for fine-tuning: a zip or tar archive laid out class_name/image.ext.
+    """
+
+    def UploadDataset(self, request_iterator, context):
+        """Client-streaming upload; the first message may carry the file name. Idempotent: the
+        same archive gives the same dataset (its id is the archive's sha256).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DatasetsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=protos_dot_zoo__service__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.Dataset.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=protos_dot_zoo__service__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=protos_dot_zoo__service__pb2.GetDatasetRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.Dataset.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=protos_dot_zoo__service__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'zoo.v1.Datasets', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('zoo.v1.Datasets', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Datasets:
+    """Labelled image sets for fine-tuning: a zip or tar archive laid out class_name/image.ext.
+    """
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/zoo.v1.Datasets/UploadDataset',
+            protos_dot_zoo__service__pb2.UploadDatasetRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Datasets/ListDatasets',
+            protos_dot_zoo__service__pb2.ListDatasetsRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Datasets/GetDataset',
+            protos_dot_zoo__service__pb2.GetDatasetRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Datasets/DeleteDataset',
+            protos_dot_zoo__service__pb2.DeleteDatasetRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class JobsStub:
+    """Fine-tuning and export jobs, run by workers; results land in the model repository.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateFineTuneJob = channel.unary_unary(
+                '/zoo.v1.Jobs/CreateFineTuneJob',
+                request_serializer=protos_dot_zoo__service__pb2.CreateFineTuneJobRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.Job.FromString,
+                _registered_method=True)
+        self.CreateExportJob = channel.unary_unary(
+                '/zoo.v1.Jobs/CreateExportJob',
+                request_serializer=protos_dot_zoo__service__pb2.CreateExportJobRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/zoo.v1.Jobs/GetJob',
+                request_serializer=protos_dot_zoo__service__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/zoo.v1.Jobs/ListJobs',
+                request_serializer=protos_dot_zoo__service__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/zoo.v1.Jobs/CancelJob',
+                request_serializer=protos_dot_zoo__service__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/zoo.v1.Jobs/WatchJob',
+                request_serializer=protos_dot_zoo__service__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.JobEvent.FromString,
+                _registered_method=True)
+
+
+class JobsServicer:
+    """Fine-tuning and export jobs, run by workers; results land in the model repository.
+    """
+
+    def CreateFineTuneJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateExportJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Every event after `after_event`, then new ones as they happen, until the job ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JobsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateFineTuneJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFineTuneJob,
+                    request_deserializer=protos_dot_zoo__service__pb2.CreateFineTuneJobRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.Job.SerializeToString,
+            ),
+            'CreateExportJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExportJob,
+                    request_deserializer=protos_dot_zoo__service__pb2.CreateExportJobRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=protos_dot_zoo__service__pb2.GetJobRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=protos_dot_zoo__service__pb2.ListJobsRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=protos_dot_zoo__service__pb2.CancelJobRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=protos_dot_zoo__service__pb2.WatchJobRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.JobEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'zoo.v1.Jobs', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('zoo.v1.Jobs', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Jobs:
+    """Fine-tuning and export jobs, run by workers; results land in the model repository.
+    """
+
+    @staticmethod
+    def CreateFineTuneJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Jobs/CreateFineTuneJob',
+            protos_dot_zoo__service__pb2.CreateFineTuneJobRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExportJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Jobs/CreateExportJob',
+            protos_dot_zoo__service__pb2.CreateExportJobRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Jobs/GetJob',
+            protos_dot_zoo__service__pb2.GetJobRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Jobs/ListJobs',
+            protos_dot_zoo__service__pb2.ListJobsRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Jobs/CancelJob',
+            protos_dot_zoo__service__pb2.CancelJobRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zoo.v1.Jobs/WatchJob',
+            protos_dot_zoo__service__pb2.WatchJobRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,17 +28,22 @@ from grpc_reflection.v1alpha import reflection
 from protos import grpc_service_pb2, grpc_service_pb2_grpc, zoo_service_pb2, zoo_service_pb2_grpc
 from server.inference_service import InferenceService
 from server.interceptors import ErrorInterceptor, MetricsInterceptor, TokenInterceptor
+from server.jobs_service import DatasetsService, JobsService
 from server.metrics import Metrics
 from server.zoo_service import ModelZooService
 from zoo.config import ServerConfig
 from zoo.dataplane import DataPlane
+from zoo.datasets import DatasetLimits, DatasetStore
 from zoo.errors import NotFound
+from zoo.jobmanager import JobManager
+from zoo.jobstore import JobStore
+from zoo.worker import Worker, WorkerSettings
 
 log = logging.getLogger("zoo.server")
 
 SERVICE_NAMES = (
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-    zoo_service_pb2.DESCRIPTOR.services_by_name["ModelZoo"].full_name,
+    *(s.full_name for s in zoo_service_pb2.DESCRIPTOR.services_by_name.values()),
 )
 Serving = health_pb2.HealthCheckResponse.ServingStatus
 
@@ -84,12 +91,36 @@ class RunningServer:
     metrics_port: int | None
     plane: DataPlane
     metrics: Metrics
+    workers: list[threading.Thread]
+    stop_workers: threading.Event
 
     async def stop(self, grace: float | None) -> None:
         self.plane.ready = False
+        self.stop_workers.set()  # a running job is queued again, to resume on restart
         await self.server.stop(grace)
         await self.plane.close()
         self.metrics.stop()
+        for thread in self.workers:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, 30)
+
+
+def start_workers(config: ServerConfig, stop: threading.Event) -> list[threading.Thread]:
+    """``config.workers`` job workers on threads; each job runs in its own process."""
+    settings = WorkerSettings(
+        database=config.database_url,
+        data_dir=config.data_dir,
+        repository=config.repository,
+        stale_after_s=config.job_stale_after_s,
+    )
+    threads = []
+    for i in range(config.workers):
+        worker = Worker(settings, name=f"{socket.gethostname()}-serve-{os.getpid()}-{i}")
+        thread = threading.Thread(
+            target=worker.run_forever, args=(stop,), name=f"worker-{i}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    return threads
 
 
 async def create_server(config: ServerConfig, plane: DataPlane | None = None) -> RunningServer:
@@ -113,6 +144,15 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         InferenceService(plane), server
     )
     zoo_service_pb2_grpc.add_ModelZooServicer_to_server(ModelZooService(plane), server)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    datasets = DatasetStore(
+        config.data_dir / "datasets", DatasetLimits(max_archive_bytes=config.max_upload_bytes)
+    )
+    manager = JobManager(JobStore(config.database_url), datasets)
+    zoo_service_pb2_grpc.add_DatasetsServicer_to_server(
+        DatasetsService(datasets, plane.executor), server
+    )
+    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), server)
     reflection.enable_server_reflection(
         (
@@ -135,6 +175,8 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         metrics_port = metrics.serve(config.host, config.metrics_port)
     await server.start()
     await plane.start()
+    stop_workers = threading.Event()
+    workers = start_workers(config, stop_workers)
     log.info(
         "serving on %s:%d (metrics on %s), repository %s, models %s",
         config.host,
@@ -143,7 +185,7 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         config.repository,
         plane.repository.models(),
     )
-    return RunningServer(server, port, metrics_port, plane, metrics)
+    return RunningServer(server, port, metrics_port, plane, metrics, workers, stop_workers)
 
 
 class JsonFormatter(logging.Formatter):

@@ -31,6 +31,10 @@ weights_app = typer.Typer(
     help="The pretrained-weights cache (offline first).", no_args_is_help=True
 )
 app.add_typer(weights_app, name="weights")
+jobs_app = typer.Typer(help="Fine-tuning and export jobs on a server.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+SERVER_OPTION = typer.Option("localhost:8001", "--server", help="Server address host:port.")
+TOKEN_OPTION = typer.Option(None, "--token", envvar="ZOO_TOKEN", help="Bearer token.")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -409,6 +413,185 @@ def _bootstrap(repository: Path, name: str) -> None:
             progress=lambda _stage, message: status.update(f"{spec.name}: {message}"),
         )
     err.print(f"exported {result.model} version {result.version} to {result.path}")
+
+
+def _value(text: str) -> Any:
+    """'5' -> 5, '0.1' -> 0.1, 'true' -> True, else the text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _pairs(items: list[str], option: str) -> dict[str, Any]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ZooError(f"{option} takes KEY=VALUE; received {item!r}")
+        pairs[key.strip()] = _value(value.strip())
+    return pairs
+
+
+@app.command()
+def upload(
+    path: Path = typer.Argument(..., help="A class_name/image folder, or a zip/tar archive."),
+    server: str = SERVER_OPTION,
+    token: str | None = TOKEN_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Upload a labelled image set for fine-tuning; prints its id."""
+    import dataclasses
+
+    from client import ZooClient
+
+    if not path.exists():
+        raise ZooError(f"no such file or directory: {path}")
+    with ZooClient(server, token=token) as remote:
+        dataset = remote.upload_dataset(path, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        print_json(dataclasses.asdict(dataset))
+        return
+    out.print(f"dataset {dataset.id}")
+    for name, count in zip(dataset.classes, dataset.counts, strict=True):
+        out.print(f"  {name}: {count} images")
+    for member, reason in dataset.skipped:
+        out.print(f"  [yellow]skipped[/] {member}: {reason}")
+
+
+@app.command()
+def finetune(
+    base: str = typer.Option(..., "--base", help="Catalog model to start from."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset id (from zoo upload)."),
+    output: str = typer.Option(..., "--output", help="Name of the new model in the repository."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Training parameter KEY=VALUE, e.g. epochs=10 (repeatable)."
+    ),
+    base_arg: list[str] = typer.Option(
+        [], "--base-arg", help="Keras constructor argument KEY=VALUE, e.g. alpha=0.35."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job until it ends."),
+    server: str = SERVER_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Start a fine-tuning job; its result becomes a new model version on the server."""
+    from client import ZooClient
+
+    params = _pairs(param, "--param")
+    if base_arg:
+        params["base_kwargs"] = _pairs(base_arg, "--base-arg")
+    with ZooClient(server, token=token) as remote:
+        job = remote.finetune(base, dataset, output, **params)
+        out.print(f"job {job.id} {job.state}")
+        if wait:
+            _finish(job.wait(progress=True))
+
+
+def _finish(job: Any) -> None:
+    out.print(f"job {job.id} {job.state}")
+    if job.error:
+        err.print(f"zoo: job failed: {job.error}", markup=False)
+    if job.result:
+        print_json(job.result)
+    if job.state != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: str = typer.Option("", "--state", help="Only jobs in this state."),
+    server: str = SERVER_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Jobs on the server, newest first."""
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        found = remote.jobs(state)
+    if as_json:
+        print_json([_job_dict(j) for j in found])
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("Job", "Kind", "State", "Created", "Model"):
+        table.add_column(column, no_wrap=True)
+    for j in found:
+        model = j.params.get("output_model") or j.params.get("model") or ""
+        table.add_row(j.id, j.kind, j.state, j.created_at[:19], model)
+    out.print(table)
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    return {k: v for k, v in job.__dict__.items() if not k.startswith("_")}
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, server: str = SERVER_OPTION) -> None:
+    """One job in full, as JSON."""
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        print_json(_job_dict(remote.job(job_id)))
+
+
+@jobs_app.command("watch")
+def jobs_watch(
+    job_id: str,
+    after: int = typer.Option(0, "--after", help="Start after this event number."),
+    server: str = SERVER_OPTION,
+) -> None:
+    """Print a job's events until it ends (reconnects if the server restarts)."""
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        job = remote.job(job_id)
+        for event in job.watch(after):
+            sys.stdout.write(
+                json.dumps({"seq": event.seq, "type": event.type, **event.payload}) + "\n"
+            )
+            sys.stdout.flush()
+        _finish(job.refresh())
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, server: str = SERVER_OPTION, token: str | None = TOKEN_OPTION) -> None:
+    """Cancel a job: a queued one at once, a running one within one batch."""
+    from client import ZooClient
+
+    with ZooClient(server, token=token) as remote:
+        job = remote.job(job_id).cancel()
+    out.print(f"job {job.id} {job.state}")
+
+
+@app.command()
+def worker(
+    db: str = typer.Option(..., "--db", help="Job store URL, e.g. postgresql://user@host/db."),
+    data_dir: Path = typer.Option(Path(".data"), "--data-dir", help="Datasets and job files."),
+    repository: Path = typer.Option(Path("model_repository"), "--repository", "-r"),
+    stale_after: float = typer.Option(
+        30.0, "--stale-after", help="Seconds before a silent job is resumed."
+    ),
+    gpu: str | None = typer.Option(None, "--gpu", help="CUDA_VISIBLE_DEVICES for jobs."),
+) -> None:
+    """Run jobs from a shared job store until SIGTERM (several workers may share one)."""
+    import signal
+    import threading
+
+    from server.app import configure_logging
+    from zoo.extras import require
+    from zoo.worker import Worker, WorkerSettings
+
+    require("export")
+    configure_logging("text")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    settings = WorkerSettings(db, data_dir, repository, stale_after_s=stale_after, gpu=gpu)
+    Worker(settings).run_forever(stop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,9 @@ from protos import grpc_service_pb2 as pb
 from protos import model_config_pb2 as mc
 from protos import zoo_service_pb2 as zpb
 from zoo.dataplane import ModelIndexEntry, ModelSummary, Prediction
+from zoo.datasets import Dataset
 from zoo.errors import InvalidArgument
+from zoo.jobs import Job, JobEvent
 from zoo.runtime import LoadedModel, TensorInfo
 from zoo.stats import Duration, ModelStats
 
@@ -211,4 +214,62 @@ def classify_response(model: LoadedModel, results: list[list[Prediction]]) -> zp
             )
             for row in results
         ],
+    )
+
+
+def dataset(d: Dataset) -> zpb.Dataset:
+    return zpb.Dataset(
+        id=d.id,
+        classes=list(d.classes),
+        counts=list(d.counts),
+        images=d.images,
+        skipped=[zpb.SkippedFile(path=path, reason=reason) for path, reason in d.skipped],
+        created_at=d.created_at,
+    )
+
+
+def finetune_params(params: zpb.FineTuneParams) -> dict[str, Any]:
+    """Only the fields the caller set: the rest keep their documented defaults."""
+    values: dict[str, Any] = {
+        f.name: getattr(params, f.name)
+        for f in params.DESCRIPTOR.fields
+        if f.name != "base_kwargs" and params.HasField(f.name)
+    }
+    if values.get("weights") == "none":
+        values["weights"] = None
+    if params.base_kwargs:
+        # protobuf carries numbers as doubles; whole ones go back to ints (depth_multiplier)
+        values["base_kwargs"] = {
+            k: int(v) if float(v).is_integer() else v for k, v in params.base_kwargs.items()
+        }
+    return values
+
+
+def job(j: Job) -> zpb.Job:
+    def stamp(value: Any) -> str:
+        return value.isoformat() if value else ""
+
+    return zpb.Job(
+        id=j.id,
+        kind=j.kind.value,
+        state=j.state.value,
+        created_at=stamp(j.created_at),
+        updated_at=stamp(j.updated_at),
+        started_at=stamp(j.started_at),
+        finished_at=stamp(j.finished_at),
+        attempts=j.attempts,
+        worker=j.worker or "",
+        error=j.error or "",
+        params_json=json.dumps(j.params),
+        result_json=json.dumps(j.result) if j.result is not None else "",
+    )
+
+
+def job_event(e: JobEvent) -> zpb.JobEvent:
+    return zpb.JobEvent(
+        job_id=e.job_id,
+        seq=e.seq,
+        time=e.time.isoformat(),
+        type=e.type.value,
+        payload_json=json.dumps(e.payload),
     )

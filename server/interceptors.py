@@ -31,6 +31,11 @@ MUTATING_METHODS = frozenset(
     {
         "/inference.GRPCInferenceService/RepositoryModelLoad",
         "/inference.GRPCInferenceService/RepositoryModelUnload",
+        "/zoo.v1.Datasets/UploadDataset",
+        "/zoo.v1.Datasets/DeleteDataset",
+        "/zoo.v1.Jobs/CreateFineTuneJob",
+        "/zoo.v1.Jobs/CreateExportJob",
+        "/zoo.v1.Jobs/CancelJob",
     }
 )
 

@@ -88,6 +88,27 @@ class ServerConfig:
         default=30.0, metadata={"help": "On SIGTERM, time to finish in-flight requests."}
     )
     log_format: str = field(default="text", metadata={"help": "text or json."})
+    data_dir: Path = field(
+        default=Path(".data"), metadata={"help": "Datasets, job work directories, SQLite."}
+    )
+    database: str = field(
+        default="",
+        metadata={"help": "Job store URL, e.g. postgresql://... (empty: SQLite in data_dir)."},
+    )
+    workers: int = field(
+        default=1, metadata={"help": "Fine-tuning/export workers run by zoo serve (0: none)."}
+    )
+    job_stale_after_s: float = field(
+        default=30.0,
+        metadata={"help": "A running job whose worker is silent this long is resumed elsewhere."},
+    )
+    max_upload_bytes: int = field(
+        default=2 * 2**30, metadata={"help": "Largest dataset archive accepted."}
+    )
+
+    @property
+    def database_url(self) -> str:
+        return self.database or str(self.data_dir / "jobs.db")
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "model_instances", "max_queue_delay_us"):
@@ -102,8 +123,8 @@ class ServerConfig:
             raise InvalidArgument("TLS needs both tls_cert and tls_key")
         if self.log_format not in ("text", "json"):
             raise InvalidArgument(f"log_format must be text or json; received {self.log_format!r}")
-        for name in ("port", "max_message_bytes", "max_image_pixels"):
-            minimum = 0 if name == "port" else 1
+        for name in ("port", "max_message_bytes", "max_image_pixels", "workers"):
+            minimum = 0 if name in ("port", "workers") else 1
             if getattr(self, name) < minimum:
                 raise InvalidArgument(
                     f"{name} must be >= {minimum}; received {getattr(self, name)}"

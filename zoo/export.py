@@ -9,7 +9,6 @@ is not published.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -29,6 +28,7 @@ from zoo.build import resolve_spec, validate_input_shape
 from zoo.catalog import ModelSpec, Preprocessing
 from zoo.extras import require
 from zoo.labels import imagenet_class_index
+from zoo.lifetime import child_env
 from zoo.repository import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -76,14 +76,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _kill_with_parent() -> None:
-    # The export child dies with its parent (Linux), so a killed `zoo export` leaves no orphan.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _run_child(request: dict[str, Any], workdir: Path, progress: Progress | None) -> dict[str, Any]:
     request_path = workdir / "request.json"
     request_path.write_text(json.dumps(request))
@@ -93,8 +85,7 @@ def _run_child(request: dict[str, Any], workdir: Path, progress: Progress | None
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
-            preexec_fn=_kill_with_parent if sys.platform == "linux" else None,
+            env={**os.environ, **child_env(), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         final: dict[str, Any] | None = None
         assert process.stdout is not None
@@ -135,7 +126,7 @@ def _labels(spec: ModelSpec | None, num_classes: int, labels: Sequence[str] | No
 
 
 def export_model(
-    name_or_keras_model: str | ModelSpec | Any,
+    name_or_keras_model: str | ModelSpec | Path | Any,
     repository: str | os.PathLike[str] | Repository,
     *,
     model_name: str | None = None,
@@ -157,7 +148,8 @@ def export_model(
     """Export a model to ``<repository>/<model_name>/<version>/model.onnx``, verified.
 
     Args:
-        name_or_keras_model: a catalog name or spec, or a built Keras model (classifier).
+        name_or_keras_model: a catalog name or spec, a built Keras model (a classifier), or
+            the path of a saved ``.keras`` model.
         repository: repository directory (created if missing) or a ``Repository``.
         model_name: name in the repository. Defaults to the catalog name in lower case, or
             the Keras model's name.
@@ -206,6 +198,15 @@ def export_model(
             locate(spec, True, weights_dir, allow_download)  # fail fast, before the child
         name = validate_model_name(model_name or spec.name.lower())
         mode = spec.preprocessing.value
+    elif isinstance(name_or_keras_model, Path):
+        if not name_or_keras_model.is_file():
+            raise errors.NotFound(f"Keras model file {str(name_or_keras_model)!r} does not exist")
+        if preprocessing is None:
+            raise errors.InvalidArgument(
+                "a Keras model file needs preprocessing= to put in the graph"
+            )
+        mode = Preprocessing(preprocessing).value
+        name = validate_model_name(model_name or name_or_keras_model.stem)
     else:
         keras_model = name_or_keras_model
         if preprocessing is None:
@@ -220,9 +221,10 @@ def export_model(
         raise errors.AlreadyExists(f"model {name!r} already has version {version}")
 
     with repo.stage() as staged:
-        if keras_model is not None:
-            source_path = staged / "source.keras"
-            keras_model.save(source_path)
+        if keras_model is not None or isinstance(name_or_keras_model, Path):
+            source_path = name_or_keras_model if keras_model is None else staged / "source.keras"
+            if keras_model is not None:
+                keras_model.save(source_path)
             source: dict[str, Any] = {
                 "kind": "keras_file",
                 "path": str(source_path),

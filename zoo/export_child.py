@@ -20,6 +20,7 @@ import numpy as np
 from zoo import errors
 from zoo.build import build_model, import_keras
 from zoo.catalog import Preprocessing, get_spec
+from zoo.lifetime import die_with_parent
 from zoo.verify import compare_logits, verification_inputs
 
 
@@ -155,6 +156,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    die_with_parent()
     request = json.loads(Path(sys.argv[1]).read_text())
     try:
         emit("result", **run(request))

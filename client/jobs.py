@@ -1,0 +1,180 @@
+"""Datasets and jobs in the SDK: uploads, fine-tuning and export jobs, watching them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from client.errors import Unavailable, from_rpc_error
+from protos import zoo_service_pb2 as zpb
+
+CHUNK = 1 << 20
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: str
+    classes: tuple[str, ...]
+    counts: tuple[int, ...]
+    images: int
+    skipped: tuple[tuple[str, str], ...]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    seq: int
+    time: str
+    type: str  # state, epoch, progress, log, result
+    payload: dict[str, Any]
+
+
+@dataclass
+class Job:
+    """A job on the server; ``refresh()``, ``watch()``, ``wait()`` and ``cancel()`` talk to it."""
+
+    id: str
+    kind: str
+    state: str
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str
+    attempts: int
+    created_at: str
+    finished_at: str
+    _client: Any = field(repr=False, compare=False, default=None)
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "SUCCEEDED"
+
+    def refresh(self) -> Job:
+        fresh = self._client.job(self.id)
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_client"})
+        return self
+
+    def cancel(self) -> Job:
+        fresh = self._client._jobs_call("CancelJob", zpb.CancelJobRequest(id=self.id))
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_client"})
+        return self
+
+    def watch(self, after_event: int = 0) -> Iterator[JobEvent]:
+        """Every event after ``after_event`` until the job ends; reconnects where it left off."""
+        last = after_event
+        while True:
+            try:
+                for event in self._client._watch(self.id, last):
+                    last = event.seq
+                    yield event
+                return
+            except Unavailable:
+                continue  # the server restarted: pick up after the last event seen
+
+    def wait(self, progress: bool = False) -> Job:
+        """Block until the job ends; with ``progress`` a progress bar shows epochs and batches."""
+        if not progress:
+            for _ in self.watch():
+                pass
+            return self.refresh()
+        from rich.progress import Progress
+
+        with Progress(transient=False) as bar:
+            task = bar.add_task(f"job {self.id[:8]}", total=None)
+            for event in self.watch():
+                p = event.payload
+                if event.type == "progress":
+                    bar.update(
+                        task,
+                        total=p["batches"],
+                        completed=p["batch"],
+                        description=f"phase {p['phase']} epoch {p['epoch']}/{p['epochs']}",
+                    )
+                elif event.type == "epoch":
+                    accuracy = p.get("val_accuracy")
+                    note = f" val_accuracy {accuracy:.3f}" if accuracy is not None else ""
+                    bar.console.print(f"phase {p['phase']} epoch {p['epoch']}{note}")
+                elif event.type in ("log", "state"):
+                    bar.console.print(p.get("message") or f"state {p.get('state')}")
+        return self.refresh()
+
+
+def job_from(message: zpb.Job, client: Any) -> Job:
+    return Job(
+        id=message.id,
+        kind=message.kind,
+        state=message.state,
+        params=json.loads(message.params_json or "{}"),
+        result=json.loads(message.result_json) if message.result_json else None,
+        error=message.error,
+        attempts=message.attempts,
+        created_at=message.created_at,
+        finished_at=message.finished_at,
+        _client=client,
+    )
+
+
+def dataset_from(message: zpb.Dataset) -> DatasetInfo:
+    return DatasetInfo(
+        id=message.id,
+        classes=tuple(message.classes),
+        counts=tuple(message.counts),
+        images=message.images,
+        skipped=tuple((s.path, s.reason) for s in message.skipped),
+        created_at=message.created_at,
+    )
+
+
+def event_from(message: zpb.JobEvent) -> JobEvent:
+    return JobEvent(message.seq, message.time, message.type, json.loads(message.payload_json))
+
+
+def archive_of(path: str | os.PathLike[str]) -> tuple[io.BufferedReader, int, str]:
+    """An open archive: the file itself, or a zip of a ``class_name/image`` folder."""
+    source = Path(path)
+    if source.is_file():
+        return source.open("rb"), source.stat().st_size, source.name
+    if not source.is_dir():
+        raise FileNotFoundError(f"no such file or directory: {source}")
+    spool = tempfile.TemporaryFile()  # noqa: SIM115  (returned open, closed by the caller)
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            archive.write(file, file.relative_to(source).as_posix())
+    size = spool.tell()
+    spool.seek(0)
+    return io.BufferedReader(spool), size, f"{source.name}.zip"
+
+
+def upload_requests(
+    path: str | os.PathLike[str], on_bytes: Callable[[int, int], None] | None
+) -> Iterator[zpb.UploadDatasetRequest]:
+    stream, size, name = archive_of(path)
+    sent = 0
+    with stream:
+        first = True
+        while chunk := stream.read(CHUNK):
+            sent += len(chunk)
+            if on_bytes:
+                on_bytes(sent, size)
+            yield zpb.UploadDatasetRequest(chunk=chunk, filename=name if first else "")
+            first = False
+
+
+def rpc_errors(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except grpc.RpcError as e:
+        raise from_rpc_error(e) from None

