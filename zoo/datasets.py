@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar, cast
 
 from zoo.errors import InvalidArgument, NotFound, ResourceExhausted
+from zoo.lifetime import pid_alive
 
 MANIFEST_FILE = "dataset.json"
 STAGING_DIR = ".staging"
@@ -148,16 +149,6 @@ def validate_dataset_id(dataset_id: object) -> str:
             f"received {dataset_id!r}"
         )
     return dataset_id.lower()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DatasetStore:
@@ -270,7 +261,7 @@ class DatasetStore:
         staging.mkdir(exist_ok=True)
         for entry in staging.iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:

@@ -31,3 +31,14 @@ def die_with_parent() -> None:
     expected = os.environ.get(PARENT_ENV)
     if expected and os.getppid() != int(expected):  # the parent died before prctl
         os._exit(1)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a staging directory's writer, say)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

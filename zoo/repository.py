@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
+from zoo.lifetime import pid_alive
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "zoo.json"
@@ -70,16 +71,6 @@ class ModelVersion:
         except FileNotFoundError:
             raise NotFound(f"{self.model} version {self.version} has no {MANIFEST_FILE}") from None
         return data
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Repository:
@@ -145,7 +136,7 @@ class Repository:
             return
         for entry in staging.iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
 
     @contextmanager
