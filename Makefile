@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint constraints clean bench-export bench-serve serve
+.PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune serve
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -52,3 +52,6 @@ REPOSITORY ?= model_repository
 
 bench-serve: $(STAMP)
 	$(PY) -m bench.serve
+
+bench-finetune: $(STAMP)
+	$(PY) -m bench.finetune

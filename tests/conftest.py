@@ -106,7 +106,13 @@ def server(served_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
         workdir,
         "--token",
         TOKEN,
-        env={"ZOO_MAX_MESSAGE_BYTES": str(8 * 2**20), "ZOO_EAGER_MODELS": "mobilenetv2"},
+        env={
+            "ZOO_MAX_MESSAGE_BYTES": str(8 * 2**20),
+            "ZOO_EAGER_MODELS": "mobilenetv2",
+            # batches of up to 8 with 2 in flight, so that concurrent load forms batches
+            "ZOO_MAX_BATCH_SIZE": "8",
+            "ZOO_MODEL_INSTANCES": "2",
+        },
     )
     yield running
     assert running.stop() == 0, running.log.read_text()[-3000:]

@@ -55,7 +55,7 @@ class ServerConfig:
     max_batch_size: int = field(
         default=0,
         metadata={
-            "help": "Largest dynamic batch, capped by the model's config.pbtxt (0: auto, 8 "
+            "help": "Largest dynamic batch, capped by the model's config.pbtxt (0: auto, 2 "
             "on CPU, the model's limit on GPU)."
         },
     )
@@ -70,7 +70,7 @@ class ServerConfig:
         default=0,
         metadata={
             "help": "Batches of one model computing at once, like Triton's instance count "
-            "(0: auto, 4 on CPU, 2 on GPU)."
+            "(0: auto, 8 on CPU, 2 on GPU)."
         },
     )
     dynamic_batching: bool = field(
