@@ -37,7 +37,7 @@ from zoo.datasets import DatasetLimits, DatasetStore
 from zoo.errors import NotFound
 from zoo.jobmanager import JobManager
 from zoo.jobstore import JobStore
-from zoo.worker import Worker, WorkerSettings
+from zoo.worker import Worker, WorkerSettings, visible_gpus
 
 log = logging.getLogger("zoo.server")
 
@@ -105,15 +105,21 @@ class RunningServer:
 
 
 def start_workers(config: ServerConfig, stop: threading.Event) -> list[threading.Thread]:
-    """``config.workers`` job workers on threads; each job runs in its own process."""
-    settings = WorkerSettings(
-        database=config.database_url,
-        data_dir=config.data_dir,
-        repository=config.repository,
-        stale_after_s=config.job_stale_after_s,
-    )
+    """``config.workers`` job workers on threads; each job runs in its own process.
+
+    With GPUs, worker i gives its jobs GPU i modulo their number (CUDA_VISIBLE_DEVICES).
+    """
+    gpus = visible_gpus()
     threads = []
     for i in range(config.workers):
+        settings = WorkerSettings(
+            database=config.database_url,
+            data_dir=config.data_dir,
+            repository=config.repository,
+            stale_after_s=config.job_stale_after_s,
+            gpu=gpus[i % len(gpus)] if gpus else None,
+        )
+        log.info("job worker %d uses %s", i, f"GPU {settings.gpu}" if gpus else "the CPU")
         worker = Worker(settings, name=f"{socket.gethostname()}-serve-{os.getpid()}-{i}")
         thread = threading.Thread(
             target=worker.run_forever, args=(stop,), name=f"worker-{i}", daemon=True

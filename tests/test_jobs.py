@@ -145,3 +145,12 @@ def test_concurrent_workers_never_take_the_same_job(store: JobStore) -> None:
     assert sorted(every) == sorted(created)  # each job exactly once
     assert len(set(every)) == len(every)
     assert sum(1 for mine in claimed if mine) >= 2  # they really competed
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo.worker import visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []

@@ -41,6 +41,18 @@ class WorkerSettings:
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES for this worker's jobs
 
 
+def visible_gpus() -> list[str]:
+    """GPU ids jobs may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists."""
+    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if declared is not None:
+        return [g.strip() for g in declared.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(listed.stdout.splitlines()) if line.startswith("GPU ")]
+
+
 def _last_words(lines: list[str]) -> str:
     """The most telling line of a dead child's stderr: a fatal error's, else the last."""
     for i, line in enumerate(lines):
