@@ -53,7 +53,9 @@ def main() -> None:
         def on_epoch_end(self, epoch: int, logs: object = None) -> None:
             self.seconds.append(time.perf_counter() - self.started)
 
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     phase1 = Timer()
     model.fit(train, validation_data=val, epochs=settings["epochs"], callbacks=[phase1], verbose=0)
     base.trainable = True
@@ -63,7 +65,9 @@ def main() -> None:
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    model.compile(keras.optimizers.Adam(1e-5), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-5), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     phase2 = Timer()
     model.fit(
         train,

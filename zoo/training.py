@@ -375,10 +375,15 @@ def train(
 def _features(
     extractor: Any, data: Any, stop_check: Callable[[], None]
 ) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow as tf
+
+    # One compiled graph for every batch: calling the model eagerly per batch ran at a
+    # third of the speed of Keras's own fit loop.
+    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
     xs, ys = [], []
     for x, y in data:
         stop_check()
-        xs.append(np.asarray(extractor(x, training=False)))
+        xs.append(np.asarray(forward(x)))
         ys.append(np.asarray(y))
     return np.concatenate(xs), np.concatenate(ys)
 
