@@ -287,3 +287,36 @@ def test_grpc_status_of_unknown_job(job_server) -> None:
         with pytest.raises(grpc.RpcError) as info:
             zpb_grpc.JobsStub(channel).GetJob(zpb.GetJobRequest(id="nope"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_cli_jobs_show_watch_cancel(tmp_path: Path, zoo_cli) -> None:
+    from serving import start_server
+
+    (tmp_path / "repo").mkdir()
+    server = start_server(
+        tmp_path / "repo", tmp_path, env={"ZOO_DATA_DIR": str(tmp_path / "d"), "ZOO_WORKERS": "0"}
+    )
+    try:
+        with ZooClient(server.address) as zoo:
+            job = zoo.export("MobileNetV2", weights="none")
+        address = ("--server", server.address)
+        done = zoo_cli("jobs", "cancel", job.id, *address)
+        assert (done.returncode, done.stdout.strip()) == (0, f"job {job.id} CANCELLED")
+        done = zoo_cli("jobs", "show", job.id, *address)
+        shown = json.loads(done.stdout)
+        assert (shown["state"], shown["kind"], shown["params"]["model"]) == (
+            "CANCELLED",
+            "export",
+            "MobileNetV2",
+        )
+        done = zoo_cli("jobs", "watch", job.id, *address)
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        assert [(e["seq"], e["type"], e["state"]) for e in lines] == [
+            (1, "state", "QUEUED"),
+            (2, "state", "CANCELLED"),
+        ]
+        assert done.returncode == 1  # the job did not succeed
+        done = zoo_cli("jobs", "cancel", job.id, *address)
+        assert done.returncode == 1 and "has already ended (CANCELLED)" in done.stderr
+    finally:
+        server.stop()
