@@ -19,7 +19,7 @@ from rich.table import Table
 import zoo
 from zoo import weights as weights_cache
 from zoo.catalog import ModelSpec
-from zoo.errors import ZooError
+from zoo.errors import FailedPrecondition, ZooError
 
 app = typer.Typer(
     help="keras-zoo: Keras application models as ONNX, served over gRPC.",
@@ -569,12 +569,25 @@ def jobs_cancel(job_id: str, server: str = SERVER_OPTION, token: str | None = TO
 
 @app.command()
 def worker(
-    db: str = typer.Option(..., "--db", help="Job store URL, e.g. postgresql://user@host/db."),
-    data_dir: Path = typer.Option(Path(".data"), "--data-dir", help="Datasets and job files."),
-    repository: Path = typer.Option(Path("model_repository"), "--repository", "-r"),
-    stale_after: float = typer.Option(
-        30.0, "--stale-after", help="Seconds before a silent job is resumed."
+    db: str = typer.Option(
+        ...,
+        "--db",
+        envvar="ZOO_DATABASE",
+        help="Job store URL, e.g. postgresql://user@host/db.",
     ),
+    data_dir: Path = typer.Option(
+        Path(".data"), "--data-dir", envvar="ZOO_DATA_DIR", help="Datasets and job files."
+    ),
+    repository: Path = typer.Option(
+        Path("model_repository"), "--repository", "-r", envvar="ZOO_REPOSITORY"
+    ),
+    stale_after: float = typer.Option(
+        30.0,
+        "--stale-after",
+        envvar="ZOO_JOB_STALE_AFTER_S",
+        help="Seconds before a silent job is resumed.",
+    ),
+    # No envvar: in a container the GPUs a worker sees come from its device reservation.
     gpu: str | None = typer.Option(None, "--gpu", help="CUDA_VISIBLE_DEVICES for jobs."),
 ) -> None:
     """Run jobs from a shared job store until SIGTERM (several workers may share one)."""
@@ -592,6 +605,42 @@ def worker(
         signal.signal(sig, lambda *_: stop.set())
     settings = WorkerSettings(db, data_dir, repository, stale_after_s=stale_after, gpu=gpu)
     Worker(settings).run_forever(stop)
+
+
+@app.command()
+def health(
+    server: str = typer.Option("localhost:8001", "--server", help="Server address host:port."),
+    service: str = typer.Option(
+        "", "--service", help="Service or model name; empty for the whole server."
+    ),
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds to wait for the answer."),
+) -> None:
+    """Ask a server's grpc.health.v1 Check: exit 0 when SERVING, else 1 (container healthchecks)."""
+    import grpc
+
+    try:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+    except ImportError:
+        raise FailedPrecondition(
+            "zoo health needs grpcio-health-checking, which this installation lacks; install "
+            "the server extra: pip install 'keras-zoo[server]'"
+        ) from None
+
+    what = f"{server} service {service!r}" if service else server
+    with grpc.insecure_channel(server) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as e:
+            # The server is down, not ready to answer, or does not know the service.
+            reason = (e.details() or "").splitlines()[0] if e.details() else ""
+            err.print(f"zoo: health: {what}: {e.code().name} {reason}".rstrip(), markup=False)
+            raise typer.Exit(1) from None
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:
+        err.print(f"zoo: health: {what}: {status}", markup=False)
+        raise typer.Exit(1)
+    out.print(f"{what}: {status}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,305 @@
+"""Containers and deployment: the Dockerfile, the compose files, `zoo health`, the worker's env.
+
+The compose files are checked by a real compose implementation's parser (Debian's
+`docker-compose` package; CI installs it in `.ci/run`). Images are not built here: that needs
+a Docker engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import zoo
+from zoo.config import ServerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_FILE = ROOT / "docker-compose.yml"
+CPU_FILE = ROOT / "deploy" / "docker-compose.cpu.yml"
+SERVICES = {"server", "worker", "postgres", "prometheus"}
+STATE_VOLUMES = {"models": "/data/models", "zoo-data": "/data/zoo", "weights": "/opt/keras"}
+
+
+# -- compose ---------------------------------------------------------------------------------
+def compose_config(*files: Path) -> dict[str, Any]:
+    """The normalized configuration `docker-compose config` prints, parsed."""
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose; CI does)")
+    args = [a for f in files for a in ("-f", str(f))]
+    # Only the variables compose needs, so a developer's ZOO_* or WEIGHTS cannot leak in.
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    done = subprocess.run(
+        [exe, *args, "config"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+
+
+def check_stack(config: dict[str, Any], target: str) -> None:
+    services = config["services"]
+    assert set(services) == SERVICES
+    assert set(STATE_VOLUMES) | {"postgres-data"} <= set(config["volumes"])
+    for name in ("server", "worker"):
+        service = services[name]
+        assert service["build"]["target"] == target
+        assert service["build"]["context"] == str(ROOT)
+        assert service["build"]["args"] == {"WEIGHTS": "none"}
+        mounts = {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
+        assert mounts == STATE_VOLUMES
+        env = service["environment"]
+        assert env["ZOO_DATABASE"] == "postgresql://zoo:zoo@postgres:5432/zoo"
+        assert (env["ZOO_REPOSITORY"], env["ZOO_DATA_DIR"]) == ("/data/models", "/data/zoo")
+    server, worker = services["server"], services["worker"]
+    assert server["command"] == ["serve", "--host", "0.0.0.0"]
+    assert worker["command"] == ["worker"]
+    assert str(server["environment"]["ZOO_WORKERS"]) == "0"
+    assert {(p["published"], p["target"]) for p in server["ports"]} == {(8001, 8001), (8002, 8002)}
+    assert server["healthcheck"]["test"][:3] == ["CMD", "zoo", "health"]
+    assert worker["healthcheck"] == {"test": ["NONE"]}  # `disable: true`, normalized
+    assert services["postgres"]["image"] == "postgres:15"
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert services["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data:rw"]
+    assert any(
+        v.startswith(f"{ROOT}/deploy/prometheus.yml:/etc/prometheus/prometheus.yml")
+        for v in services["prometheus"]["volumes"]
+    )
+    depends = {
+        (name, other): spec["condition"]
+        for name, service in services.items()
+        for other, spec in service.get("depends_on", {}).items()
+    }
+    assert depends == {
+        ("server", "postgres"): "service_healthy",
+        ("worker", "postgres"): "service_healthy",
+        ("worker", "server"): "service_healthy",
+    }
+
+
+def test_compose_gpu_stack() -> None:
+    config = compose_config(GPU_FILE)
+    check_stack(config, "gpu")
+    for name in ("server", "worker"):
+        assert gpu_devices(config["services"][name]) == [
+            {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+        ]
+    assert config["services"]["server"]["environment"]["ZOO_PROVIDERS"] == "cuda,cpu"
+
+
+def test_compose_cpu_variant_is_the_gpu_stack_without_gpus() -> None:
+    gpu, cpu = compose_config(GPU_FILE), compose_config(CPU_FILE)
+    check_stack(cpu, "cpu")
+    assert not any(gpu_devices(s) for s in cpu["services"].values())
+    assert cpu["services"]["server"]["environment"]["ZOO_PROVIDERS"] == "cpu"
+    # Everything else is the same, so the two files cannot drift apart.
+    for name in ("server", "worker"):
+        for config, target in ((gpu, "gpu"), (cpu, "cpu")):
+            service = config["services"][name]
+            assert service.pop("image") == f"keras-zoo:{target}"
+            assert service["build"].pop("target") == target
+            service.pop("deploy", None)
+            service["environment"].pop("ZOO_PROVIDERS", None)
+    assert cpu == gpu
+
+
+@pytest.mark.parametrize("path", [GPU_FILE, CPU_FILE], ids=["gpu", "cpu"])
+def test_compose_sets_only_settings_the_server_knows(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())  # merge keys (<<) resolved by the YAML loader
+    known = set(ServerConfig.env_names().values())
+    for name in ("server", "worker"):
+        env = config["services"][name]["environment"]
+        used = {key for key in env if key.startswith("ZOO_")}
+        assert used, name
+        assert used - known == set(), f"{name} sets unknown variables {sorted(used - known)}"
+
+
+def test_prometheus_scrapes_the_metrics_port() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    zoo_job = next(j for j in config["scrape_configs"] if j["job_name"] == "zoo")
+    assert zoo_job["metrics_path"] == "/metrics"
+    (sd,) = zoo_job["dns_sd_configs"]
+    assert (sd["names"], sd["port"]) == (["server"], ServerConfig().metrics_port)
+
+
+# -- Dockerfile ------------------------------------------------------------------------------
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    instructions = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            instructions.append((keyword.upper(), " ".join(rest.split())))
+    return instructions
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    named: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "FROM":
+            current = []
+            named[args.split()[-1] if " AS " in args.upper() else args] = current
+        current.append((keyword, args))
+    return named
+
+
+def test_dockerfile_targets_user_healthcheck_entrypoint() -> None:
+    by_stage = stages()
+    assert by_stage["cpu"][0] == ("FROM", "python AS cpu")
+    assert by_stage["python"][0] == ("FROM", "${PYTHON_IMAGE} AS python")
+    assert by_stage["gpu"][0] == ("FROM", "${CUDA_IMAGE} AS gpu")
+    args = dict(a.split("=", 1) for k, a in dockerfile_instructions() if k == "ARG" and "=" in a)
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    assert re.fullmatch(r"nvidia/cuda:13\.0\.\d+-cudnn-runtime-ubuntu24\.04", args["CUDA_IMAGE"])
+    assert args["WEIGHTS"] == "none"
+    for target in ("cpu", "gpu"):
+        stage = dict(by_stage[target])  # the last of each instruction
+        assert stage["USER"] == "zoo", target
+        assert stage["ENTRYPOINT"] == '["zoo"]'
+        assert stage["CMD"] == '["serve", "--host", "0.0.0.0"]'
+        assert "CMD zoo health --server" in stage["HEALTHCHECK"]
+        env = stage["ENV"]
+        for setting in ("ZOO_REPOSITORY=/data/models", "ZOO_DATA_DIR=/data/zoo", "KERAS_HOME"):
+            assert setting in env, (target, setting)
+        labels = " ".join(a for k, a in by_stage[target] if k == "LABEL")
+        for label in ("title", "version", "revision", "licenses", "description"):
+            assert f"org.opencontainers.image.{label}=" in labels
+        # no compilers in what ships
+        assert "build-essential" not in " ".join(a for _, a in by_stage[target])
+
+
+def test_dockerfile_installs_from_the_pins_in_the_builder() -> None:
+    by_stage = stages()
+    for build, extra in (("build-cpu", "server"), ("build-gpu", "gpu")):
+        (run, *_) = [a for k, a in by_stage[build] if k == "RUN" and "pip wheel" in a]
+        assert f'-c constraints.txt ".[{extra}]"' in run
+        assert f'--no-index --find-links /wheels -c constraints.txt "keras-zoo[{extra}]"' in run
+        assert ("RUN", 'fetch-weights "$WEIGHTS"') in by_stage[build]
+    assert any("build-essential" in a for k, a in by_stage["builder"] if k == "RUN")
+
+
+def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
+    ignore = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert ignore[0] == "*"  # an allow-list
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    sources = []
+    for keyword, args in dockerfile_instructions():
+        if keyword == "COPY" and "--from=" not in args:
+            sources += [w for w in args.split()[:-1] if not w.startswith("--")]
+    assert "constraints.txt" in sources and "deploy/fetch-weights.sh" in sources
+    for source in sources:
+        assert (ROOT / source).exists(), source
+        assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
+
+
+def test_seed13_weights_are_the_catalog_seed_models() -> None:
+    script = (ROOT / "deploy" / "fetch-weights.sh").read_text()
+    listed = re.search(r'SEED13="([^"]*)"', script)
+    assert listed is not None
+    names = listed.group(1).replace("\\\n", " ").split()
+    assert sorted(names) == sorted(zoo.SEED_MODELS)
+    assert len(names) == 13
+    assert "zoo weights fetch '*'" in script
+
+
+def test_fetch_weights_refuses_an_unknown_choice(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["sh", str(ROOT / "deploy" / "fetch-weights.sh"), "some"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_HOME": str(tmp_path)},
+    )
+    assert done.returncode == 2
+    assert "WEIGHTS must be none, seed13 or all; received 'some'" in done.stderr
+    none = subprocess.run(
+        ["sh", str(ROOT / "deploy" / "fetch-weights.sh"), "none"],
+        env={**os.environ, "KERAS_HOME": str(tmp_path)},
+    )
+    assert none.returncode == 0 and (tmp_path / "models").is_dir()
+
+
+def test_readme_containers_section() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert readme.index("## Containers") < readme.index("## Errors")
+    section = readme.split("## Containers", 1)[1].split("\n## ", 1)[0]
+    assert "docker compose up" in section
+    assert "docker compose -f deploy/docker-compose.cpu.yml up" in section
+    assert "WEIGHTS" in section and "docs/operations.md" in section
+    assert (ROOT / "docs" / "operations.md").exists()
+
+
+# -- zoo health and zoo worker ---------------------------------------------------------------
+def test_zoo_health_against_a_real_server(served_repository, tmp_path, zoo_cli) -> None:
+    from serving import start_server
+
+    running = start_server(served_repository, tmp_path, "--eager", "mobilenetv2")
+    try:
+        done = zoo_cli("health", "--server", running.address)
+        assert (done.returncode, done.stdout.strip()) == (0, f"{running.address}: SERVING")
+        done = zoo_cli("health", "--server", running.address, "--service", "mobilenetv2")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{running.address} service 'mobilenetv2': SERVING"
+        done = zoo_cli("health", "--server", running.address, "--service", "broken")
+        assert done.returncode == 1
+        assert (
+            done.stderr.strip() == f"zoo: health: {running.address} service 'broken': NOT_SERVING"
+        )
+        done = zoo_cli("health", "--server", running.address, "--service", "no-such-model")
+        assert done.returncode == 1
+        assert done.stderr.startswith(
+            f"zoo: health: {running.address} service 'no-such-model': NOT_FOUND"
+        )
+    finally:
+        assert running.stop() == 0
+    done = zoo_cli("health", "--server", running.address, "--timeout", "2")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"zoo: health: {running.address}: UNAVAILABLE")
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_worker_takes_its_settings_from_the_environment(tmp_path: Path, zoo_cli) -> None:
+    help_text = zoo_cli("worker", "--help").stdout
+    for variable in ("ZOO_DATABASE", "ZOO_DATA_DIR", "ZOO_REPOSITORY", "ZOO_JOB_STALE_AFTER_S"):
+        assert variable in help_text
+    assert "CUDA_VISIBLE_DEVICES for jobs." in help_text
+    database = tmp_path / "jobs.db"
+    env = {
+        **os.environ,
+        "ZOO_DATABASE": str(database),
+        "ZOO_DATA_DIR": str(tmp_path / "data"),
+        "ZOO_REPOSITORY": str(tmp_path / "models"),
+        "ZOO_JOB_STALE_AFTER_S": "5",
+    }
+    exe = Path(sys.executable).with_name("zoo")
+    log = tmp_path / "worker.log"
+    with log.open("wb") as stderr:
+        worker = subprocess.Popen([str(exe), "worker"], stderr=stderr, env=env)
+        deadline = time.monotonic() + 120
+        while "polling" not in log.read_text() and worker.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, log.read_text()
+    assert f"polling sqlite:///{database}" in log.read_text()
+    assert database.exists()
