@@ -146,3 +146,14 @@ def test_killed_export_leaves_the_repository_as_it_was(tmp_path: Path, moment: s
     # The next writer clears the dead writer's staging debris and carries on.
     assert export_model("MobileNetV2", tmp_path, **SMALL).version == 2
     assert list(staging.iterdir()) == []
+
+
+def test_a_version_published_by_another_process_is_seen_at_once(tmp_path: Path) -> None:
+    reader = Repository(tmp_path)
+    writer = Repository(tmp_path)
+    config = render_config("m", [], [], 8)
+    writer.publish(fake_version(tmp_path, "a"), "m", config)
+    assert reader.get("m").version == 1
+    writer.publish(fake_version(tmp_path, "b"), "m", config)  # within the same clock tick
+    assert reader.get("m").version == 2
+    assert reader.versions("m") == [1, 2]

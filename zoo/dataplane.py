@@ -95,7 +95,10 @@ class DataPlane:
 
     # -- models ------------------------------------------------------------------
     async def model(self, name: str, version: int | None = None) -> LoadedModel:
-        """The loaded model, loading it on first use."""
+        """The loaded model, loading it on first use (on a thread: a load takes seconds)."""
+        model = self.runtime.ready(name, version)
+        if model is not None:
+            return model
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.runtime.get, name, version)
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class Repository:
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.root = Path(root)
+        self._listing: dict[str, tuple[int, list[int]]] = {}
         if self.root.exists() and not self.root.is_dir():
             raise InvalidArgument(
                 f"repository path {str(self.root)!r} is a file; expected a directory"
@@ -107,14 +109,33 @@ class Repository:
         )
 
     def versions(self, model: str) -> list[int]:
-        """Versions of ``model``, oldest first. Unknown model: NotFound."""
+        """Versions of ``model``, oldest first. Unknown model: NotFound.
+
+        Served on every request, so the listing is cached per model directory and read
+        again when the directory's modification time changes, which publishing a version
+        (a rename into it) always does: one stat instead of a directory scan. Removing a
+        model.onnx by hand from inside a version directory is not seen until the next change.
+        """
         validate_model_name(model)
         model_dir = self.root / model
-        found = self._version_numbers(model_dir) if model_dir.is_dir() else []
+        try:
+            stamp = model_dir.stat().st_mtime_ns if model_dir.is_dir() else None
+        except OSError:
+            stamp = None
+        cached = self._listing.get(model)
+        # Timestamps tick coarsely (a few ms): a directory changed in the last second may
+        # change again within the same tick, so only a settled one is served from cache.
+        settled = stamp is not None and time.time_ns() - stamp > 1_000_000_000
+        if settled and cached is not None and cached[0] == stamp:
+            found = cached[1]
+        else:
+            found = self._version_numbers(model_dir) if stamp is not None else []
+            if stamp is not None:
+                self._listing[model] = (stamp, found)
         if not found:
             known = ", ".join(self.models()) or "none"
             raise NotFound(f"model {model!r} is not in {self.root} (models: {known})")
-        return found
+        return list(found)
 
     def get(self, model: str, version: int | None = None) -> ModelVersion:
         """One version of ``model``: the newest, or ``version`` if given."""

@@ -150,6 +150,16 @@ class Runtime:
             return (name, version) in self._loaded
 
     # -- loading -------------------------------------------------------------------
+    def ready(self, name: str, version: int | None = None) -> LoadedModel | None:
+        """The model if it is loaded, else None; never blocks on a load."""
+        mv = self.repository.get(name, version)
+        with self._lock:
+            model = self._loaded.get((mv.model, mv.version))
+            if model is not None:
+                model.last_used = time.monotonic()
+                self._loaded.move_to_end((mv.model, mv.version))
+            return model
+
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """The ready model, loading it first if needed (blocking; call from a thread)."""
         mv = self.repository.get(name, version)
