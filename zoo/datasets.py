@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar, cast
 
 from zoo.errors import InvalidArgument, NotFound, ResourceExhausted
-from zoo.lifetime import pid_alive
+from zoo.lifetime import clear_dead_writers
 
 MANIFEST_FILE = "dataset.json"
 STAGING_DIR = ".staging"
@@ -256,16 +256,9 @@ class DatasetStore:
         )
 
     def _staging(self) -> Path:
-        # Entries are named <pid>-<random>; one whose writer died is debris from a crash.
         staging = self.root / STAGING_DIR
         staging.mkdir(exist_ok=True)
-        for entry in staging.iterdir():
-            pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+        clear_dead_writers(staging)
         return staging
 
     def _receive(self, chunks: Iterable[bytes], staging: Path) -> tuple[Path, str, int, bytes]:

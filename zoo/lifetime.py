@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 PARENT_ENV = "ZOO_PARENT_PID"
 
@@ -42,3 +44,20 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, under another user
     return True
+
+
+def clear_dead_writers(staging: Path) -> None:
+    """Remove entries of ``staging`` named ``<pid>-...`` whose writing process has died.
+
+    Writers name what they stage after their pid; a crash or a kill leaves it behind, hidden
+    from readers, and the next writer clears it here.
+    """
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
-from zoo.lifetime import pid_alive
+from zoo.lifetime import clear_dead_writers
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "zoo.json"
@@ -150,21 +150,11 @@ class Repository:
     def manifest(self, model: str, version: int | None = None) -> dict[str, Any]:
         return self.get(model, version).manifest()
 
-    def _clean_stale_staging(self) -> None:
-        # Staging directories are named <pid>-<random>; one whose writer died is debris.
-        staging = self.root / STAGING_DIR
-        if not staging.is_dir():
-            return
-        for entry in staging.iterdir():
-            pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not pid_alive(int(pid)):
-                shutil.rmtree(entry, ignore_errors=True)
-
     @contextmanager
     def stage(self) -> Iterator[Path]:
         """A private directory to assemble a version in; removed afterwards in any case."""
-        self._clean_stale_staging()
         staging = self.root / STAGING_DIR
+        clear_dead_writers(staging)
         staging.mkdir(exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=staging))
         try:

@@ -145,30 +145,28 @@ class Runtime:
         with self._lock:
             return list(self._loaded.values())
 
-    def is_loaded(self, name: str, version: int) -> bool:
-        with self._lock:
-            return (name, version) in self._loaded
-
     # -- loading -------------------------------------------------------------------
     def ready(self, name: str, version: int | None = None) -> LoadedModel | None:
         """The model if it is loaded, else None; never blocks on a load."""
         mv = self.repository.get(name, version)
         with self._lock:
-            model = self._loaded.get((mv.model, mv.version))
-            if model is not None:
-                model.last_used = time.monotonic()
-                self._loaded.move_to_end((mv.model, mv.version))
-            return model
+            return self._touch((mv.model, mv.version))
+
+    def _touch(self, key: tuple[str, int]) -> LoadedModel | None:
+        """The loaded model of ``key``, marked most recently used; call under the lock."""
+        model = self._loaded.get(key)
+        if model is not None:
+            model.last_used = time.monotonic()
+            self._loaded.move_to_end(key)
+        return model
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         """The ready model, loading it first if needed (blocking; call from a thread)."""
         mv = self.repository.get(name, version)
         key = (mv.model, mv.version)
         with self._lock:
-            model = self._loaded.get(key)
+            model = self._touch(key)
             if model is not None:
-                model.last_used = time.monotonic()
-                self._loaded.move_to_end(key)
                 return model
             lock = self._loading.setdefault(key, threading.Lock())
         with lock:  # one loader per version; others wait for it
