@@ -1,174 +1,233 @@
 """Dynamic batching: concurrent requests for one model version become one ONNX Runtime call.
 
-Up to ``max_inflight`` batches compute at once on worker threads; while they all do, new
-requests wait in the queue and leave together, up to ``max_batch_size`` rows, when a slot
-frees. So a lone request never waits, and under load batches grow by themselves. A positive
-``max_queue_delay`` additionally holds a batch until it is full or its oldest request has
-waited that long. A request with more rows than ``max_batch_size`` runs on its own, unsplit. A
-cancelled request (client gone, deadline passed) leaves the queue and is never computed.
+Requests wait in one first-in first-out queue, served by ``instances`` threads (Triton's
+instance count). An idle instance takes what is queued, up to ``max_batch_size`` rows, and
+computes it; while every instance computes, new requests pile up and leave together when one
+finishes, less one queued row per instance kept as a reserve. So a lone request never
+waits, and under load batches grow by themselves. An
+instance takes its next batch the moment it finishes the last, without a trip through the
+event loop. A positive ``max_queue_delay`` additionally holds a batch until it is full or its
+oldest request has waited that long.
+
+A request with more rows than ``max_batch_size`` is cut into parts of at most that size,
+which queue and compute on their own, never in a batch with others; its answer is their
+rows joined in order. With ``spread`` (a CPU, where runs side by side on one core each beat
+one run on all cores), a multi-row request that finds the model idle is cut into one part per
+instance. With batching off, every request or part computes alone, in the same queue.
+
+A cancelled request (client gone, deadline passed) leaves the queue and is never computed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
+import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from zoo.errors import Unavailable
 from zoo.stats import ModelStats
 
-RunBatch = Callable[[np.ndarray], dict[str, np.ndarray]]
+log = logging.getLogger("zoo.batching")
+
+# (rows, side_by_side) -> outputs; side_by_side says other parts of one request run with it.
+RunBatch = Callable[[np.ndarray, bool], dict[str, np.ndarray]]
+Outputs = dict[str, np.ndarray]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     rows: np.ndarray
-    future: asyncio.Future[dict[str, np.ndarray]]
+    future: asyncio.Future[Outputs]
+    part_of_split: bool = False
+    cancelled: bool = False  # set on the event loop, read by instances (under the lock)
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    started_ns: int = 0  # when its batch began computing
 
 
 class DynamicBatcher:
-    """Coalesces ``submit`` calls for one model version; one batch computes at a time."""
+    """Coalesces ``submit`` calls for one model version; create inside a running loop."""
 
     def __init__(
         self,
         run: RunBatch,
-        executor: Executor,
         stats: ModelStats,
         *,
         max_batch_size: int,
         max_queue_delay_s: float,
-        max_inflight: int = 2,
+        instances: int = 2,
         enabled: bool = True,
+        spread: bool = False,
+        name: str = "batcher",
     ) -> None:
         self._run = run
-        self._executor = executor
         self._stats = stats
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
+        self.instances = instances
         self.enabled = enabled
+        self.spread = spread
+        self._name = name
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Condition()
         self._queue: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        # Batches computing at once: on a CPU two runs use the cores better than one.
-        self._slots = asyncio.Semaphore(max_inflight)
-        self._running: set[asyncio.Task[None]] = set()
+        self._computing = 0
+        self._closed = False
+        self._threads: list[threading.Thread] = []
 
-    async def submit(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    # -- the event loop's side -----------------------------------------------------
+    async def submit(self, rows: np.ndarray) -> Outputs:
         """Compute ``rows`` (batch first) as part of a batch; returns this request's rows."""
-        if not self.enabled or len(rows) >= self.max_batch_size:
-            return await self._run_alone(rows)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-        pending = _Pending(rows, asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
-        self._wakeup.set()
+        with self._lock:
+            if self._closed:
+                raise Unavailable(f"model {self._name} was just unloaded; retry")
+            if not self._threads:
+                self._start_instances()
+            parts = self._parts(rows)
+            pending = [_Pending(p, self._loop.create_future(), len(parts) > 1) for p in parts]
+            self._queue.extend(pending)
+            self._lock.notify(len(pending))
         try:
-            return await pending.future
-        except asyncio.CancelledError:
-            pending.future.cancel()  # the loop skips it if it is still queued
+            results = [await p.future for p in pending]
+        except BaseException as e:
+            with self._lock:  # queued parts are skipped; computing ones finish unheard
+                for p in pending:
+                    p.cancelled = True
+            for p in pending:
+                if p.future.done() and not p.future.cancelled():
+                    p.future.exception()  # retrieved, so asyncio does not warn of it
+                p.future.cancel()
+            if not isinstance(e, asyncio.CancelledError):
+                self._stats.record_failure(time.perf_counter_ns() - pending[0].enqueued_ns)
             raise
+        queue_ns = pending[0].started_ns - pending[0].enqueued_ns
+        total_ns = time.perf_counter_ns() - pending[0].enqueued_ns
+        self._stats.record_success(total_ns - queue_ns, queue_ns=queue_ns)
+        if len(results) == 1:
+            return results[0]
+        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
 
-    async def _run_alone(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter_ns()
-        try:
-            outputs = await loop.run_in_executor(self._executor, self._run, rows)
-        except Exception:
-            self._stats.record_failure(time.perf_counter_ns() - started)
-            raise
-        compute = time.perf_counter_ns() - started
-        self._stats.record_batch(len(rows), compute)
-        self._stats.record_success(compute, queue_ns=0)
-        return outputs
+    def _parts(self, rows: np.ndarray) -> list[np.ndarray]:
+        """``rows`` cut into the parts that queue separately (usually just ``rows``)."""
+        size = self.max_batch_size
+        if self.spread and not self._computing and not self._live():
+            size = min(size, math.ceil(len(rows) / self.instances))
+        if len(rows) <= size:
+            return [rows]
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+    async def close(self) -> None:
+        """Stop the instances once their current batch is done; queued requests fail."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            dropped = [p for p in self._queue if not p.cancelled]
+            self._queue.clear()
+        for p in dropped:
+            if not p.future.done():
+                p.future.set_exception(
+                    Unavailable(f"model {self._name} was unloaded while the request waited")
+                )
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 60)
+
+    @staticmethod
+    def _deliver(batch: list[_Pending], outputs: Outputs | None, error: Exception | None) -> None:
+        offset = 0
+        for p in batch:
+            n = len(p.rows)
+            if not p.future.done():
+                if error is not None:
+                    p.future.set_exception(error)
+                else:
+                    assert outputs is not None
+                    p.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
+            offset += n
+
+    # -- the instances' side (under self._lock where it touches the queue) ---------
+    def _start_instances(self) -> None:
+        for i in range(self.instances):
+            thread = threading.Thread(target=self._instance, name=f"{self._name}-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _live(self) -> bool:
+        return any(not p.cancelled for p in self._queue)
+
+    def _queued_rows(self) -> int:
+        return sum(len(p.rows) for p in self._queue if not p.cancelled)
 
     def _take_batch(self) -> list[_Pending]:
+        # Leave one row queued per instance, so that the next instance to finish finds work
+        # while answers travel back to their clients and new requests travel in; without
+        # this reserve, batching 4 clients' requests on 2 instances idled them between
+        # batches (10% less throughput than no batching, docs/benchmarks/serve.md).
+        limit = min(self.max_batch_size, max(1, self._queued_rows() - self.instances))
         batch: list[_Pending] = []
         rows = 0
         while self._queue:
             head = self._queue[0]
-            if head.future.done():  # cancelled while waiting
+            if head.cancelled:
                 self._queue.popleft()
                 continue
-            if batch and rows + len(head.rows) > self.max_batch_size:
+            alone = not self.enabled or head.part_of_split  # parts are sized already
+            full = rows + len(head.rows) > limit
+            if batch and (alone or batch[0].part_of_split or full):
                 break
             batch.append(self._queue.popleft())
             rows += len(head.rows)
         return batch
 
-    def _queued_rows(self) -> int:
-        return sum(len(p.rows) for p in self._queue if not p.future.done())
-
-    async def _loop(self) -> None:
-        while True:
-            while not any(not p.future.done() for p in self._queue):
-                self._queue.clear()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            # Wait for a free execution slot: while every slot computes, requests pile up
-            # and become the next batch. This is where batches form at zero extra delay.
-            await self._slots.acquire()
-            if self.max_queue_delay_s > 0:
-                await self._wait_for_company()
-            batch = self._take_batch()
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
-            self._running.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._slots.release()
-
-    async def _wait_for_company(self) -> None:
+    def _wait_for_company(self) -> None:
         """Hold the batch until it is full or its oldest request waited max_queue_delay."""
-        live = [p for p in self._queue if not p.future.done()]
+        live = [p for p in self._queue if not p.cancelled]
         if not live:
             return
         deadline = live[0].enqueued_ns / 1e9 + self.max_queue_delay_s
-        while self._queued_rows() < self.max_batch_size:
+        while not self._closed and self._queued_rows() < self.max_batch_size:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+            self._lock.wait(remaining)
 
-    async def _execute(self, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
+    def _instance(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._live():
+                    self._queue.clear()
+                    self._lock.wait()
+                if self._closed:
+                    return
+                if self.enabled and self.max_queue_delay_s > 0:
+                    self._wait_for_company()
+                batch = self._take_batch()
+                if not batch:
+                    continue
+                self._computing += 1
+            self._compute(batch)
+            with self._lock:
+                self._computing -= 1
+
+    def _compute(self, batch: list[_Pending]) -> None:
         started = time.perf_counter_ns()
-        inputs = np.concatenate([p.rows for p in batch]) if len(batch) > 1 else batch[0].rows
-        try:
-            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
-        except Exception as e:
-            elapsed = time.perf_counter_ns() - started
-            for p in batch:
-                self._stats.record_failure(elapsed)
-                if not p.future.done():
-                    p.future.set_exception(e)
-            return
-        compute = time.perf_counter_ns() - started
-        self._stats.record_batch(len(inputs), compute)
-        offset = 0
         for p in batch:
-            n = len(p.rows)
-            if not p.future.done():
-                p.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
-                self._stats.record_success(compute, queue_ns=started - p.enqueued_ns)
-            offset += n
-
-    async def close(self) -> None:
-        for task in [self._task, *self._running]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            p.started_ns = started
+        inputs = np.concatenate([p.rows for p in batch]) if len(batch) > 1 else batch[0].rows
+        outputs: Outputs | None = None
+        error: Exception | None = None
+        try:
+            outputs = self._run(inputs, any(p.part_of_split for p in batch))
+        except Exception as e:
+            error = e
+        else:
+            self._stats.record_batch(len(inputs), time.perf_counter_ns() - started)
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, batch, outputs, error)
+        except RuntimeError:  # the event loop is gone: the server is shutting down
+            log.debug("%s: results of %d requests had no loop to go to", self._name, len(batch))

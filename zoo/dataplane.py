@@ -22,12 +22,13 @@ from zoo.config import ServerConfig
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
 from zoo.images import decode_image
 from zoo.repository import Repository
-from zoo.runtime import LoadedModel, ModelState, Runtime, TensorInfo
+from zoo.runtime import LoadedModel, ModelState, Runtime, TensorInfo, cpu_cores
 from zoo.stats import StatsRegistry
 
 log = logging.getLogger("zoo.dataplane")
 MAX_REQUEST_BATCH = 256  # hard per-request cap; larger batches are refused
-CPU_BATCH, CPU_INSTANCES, GPU_INSTANCES = 2, 8, 2  # the "auto" batching settings
+GPU_INSTANCES = 2  # the "auto" instance count on a GPU; on a CPU, one per core
+CPU_BATCH_SECONDS, CPU_BATCH_MAX = 0.010, 8  # the "auto" CPU batch: rows that fit in 10 ms
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,11 @@ class DataPlane:
             memory_budget_bytes=config.memory_budget_mb * 2**20,
         )
         self.stats = StatsRegistry()
-        # Loads and inference run on threads: ONNX Runtime releases the GIL.
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ort")
-        self._batchers: dict[tuple[str, int], DynamicBatcher] = {}
+        # Loads, image decoding and uploads run on threads; inference runs on each
+        # batcher's own instance threads. ONNX Runtime releases the GIL.
+        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="work")
+        self._batchers: dict[tuple[str, int], tuple[LoadedModel, DynamicBatcher]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.ready = False
 
     async def start(self) -> None:
@@ -89,7 +92,7 @@ class DataPlane:
         self.ready = True
 
     async def close(self) -> None:
-        for batcher in self._batchers.values():
+        for _, batcher in self._batchers.values():
             await batcher.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -110,9 +113,9 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         for version in self.runtime.unload(name):
-            batcher = self._batchers.pop((name, version), None)
-            if batcher is not None:
-                await batcher.close()
+            entry = self._batchers.pop((name, version), None)
+            if entry is not None:
+                await entry[1].close()
 
     def _loaded_names(self) -> set[str]:
         return {m.name for m in self.runtime.loaded()}
@@ -182,33 +185,55 @@ class DataPlane:
     # -- inference ---------------------------------------------------------------
     def _batcher(self, model: LoadedModel) -> DynamicBatcher:
         key = (model.name, model.version)
-        batcher = self._batchers.get(key)
-        # The model's config.pbtxt says how large a batch it accepts; the server's setting
-        # may keep batches smaller. Measured on a 2-core CPU (docs/benchmarks/serve.md): ONNX
-        # Runtime computes no faster per image in large batches there; with 8 batches of at
-        # most 2 in flight, throughput matched or beat unbatched serving for MobileNetV2 and
-        # ResNet50 at 16 and 64 clients, where batches of 8 lost 4-7% and doubled the p99 of
-        # ResNet50. On a GPU large batches are the point.
+        entry = self._batchers.get(key)
+        if entry is not None and entry[0] is model:
+            return entry[1]
+        # A new or reloaded model. Batchers of models the runtime unloaded on its own (the
+        # memory budget) go too: each holds its model's sessions.
+        loaded = {id(m) for m in self.runtime.loaded()}
+        for stale in [k for k, (m, _) in self._batchers.items() if k == key or id(m) not in loaded]:
+            task = asyncio.get_running_loop().create_task(self._batchers.pop(stale)[1].close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        # The model's config.pbtxt says how large a batch it accepts; the server's settings
+        # may keep batches smaller and set how many compute at once. On a GPU large batches
+        # are the point. The CPU defaults were measured on 2 cores (docs/benchmarks/serve.md):
+        # one instance per core, each run on one thread. A batch finishes all its requests
+        # at once, so on a CPU, where larger batches are hardly faster per image, batching
+        # only pays while a batch is short: batches of 2 MobileNetV2 rows (3.5 ms a row)
+        # lowered the p99 at 16 clients, while for ResNet50 (35 ms a row) they raised it.
         on_cpu = model.provider == "CPUExecutionProvider"
-        cap = self.config.max_batch_size or (CPU_BATCH if on_cpu else model.max_batch_size)
-        limit = min(model.max_batch_size, cap)
-        instances = self.config.model_instances or (CPU_INSTANCES if on_cpu else GPU_INSTANCES)
-        if batcher is None or batcher.max_batch_size != limit:
-            names = [o.name for o in model.outputs]
+        cap = self.config.max_batch_size or (
+            cpu_batch_size(model.row_seconds) if on_cpu else model.max_batch_size
+        )
+        threads = self.config.intra_op_threads or 1  # per run, as the runtime sets it
+        instances = self.config.model_instances or (
+            max(1, cpu_cores() // threads) if on_cpu else GPU_INSTANCES
+        )
+        names = [o.name for o in model.outputs]
 
-            def run(rows: np.ndarray, model: LoadedModel = model) -> dict[str, np.ndarray]:
-                return model.run({model.input.name: rows}, names)
+        def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
+            return model.run({model.input.name: rows}, names, side_by_side=side_by_side)
 
-            batcher = DynamicBatcher(
-                run,
-                self.executor,
-                self.stats.get(*key),
-                max_batch_size=limit,
-                max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
-                max_inflight=instances,
-                enabled=self.config.dynamic_batching,
-            )
-            self._batchers[key] = batcher
+        batcher = DynamicBatcher(
+            run,
+            self.stats.get(*key),
+            max_batch_size=min(model.max_batch_size, cap),
+            max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
+            instances=instances,
+            enabled=self.config.dynamic_batching,
+            spread=model.single_thread_session is not None and instances > 1,
+            name=f"{model.name}-{model.version}",
+        )
+        self._batchers[key] = (model, batcher)
+        log.info(
+            "model %s version %s: %s, %d instance(s); one row took %.1f ms at warm-up",
+            model.name,
+            model.version,
+            f"batches of up to {batcher.max_batch_size} rows" if batcher.enabled else "no batching",
+            instances,
+            model.row_seconds * 1000,
+        )
         return batcher
 
     async def infer(
@@ -304,6 +329,13 @@ class DataPlane:
                 ]
             )
         return model, results
+
+
+def cpu_batch_size(row_seconds: float) -> int:
+    """The auto CPU batch limit: as many rows as one instance computes in CPU_BATCH_SECONDS."""
+    if row_seconds <= 0:
+        return 1
+    return max(1, min(CPU_BATCH_MAX, int(CPU_BATCH_SECONDS / row_seconds)))
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

@@ -1,0 +1,252 @@
+"""The dynamic batcher: coalescing, parts of large requests, spreading, batching off, cancel.
+
+The model here is a function on worker threads that doubles its rows and records each call;
+a threading gate holds a call computing, so the tests decide what is in flight when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from zoo.batching import DynamicBatcher
+from zoo.errors import Unavailable
+from zoo.stats import ModelStats
+
+
+@dataclass
+class Model:
+    """Records (rows, side_by_side) per call; calls wait at the gate while it is closed."""
+
+    calls: list[tuple[list[int], bool]] = field(default_factory=list)
+    gate: threading.Event = field(default_factory=threading.Event)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    fail_on: int | None = None  # a row value that makes the call fail
+    meet: threading.Barrier | None = None  # calls that must compute at the same time
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def __call__(self, rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.calls.append((rows[:, 0].tolist(), side_by_side))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            assert self.gate.wait(10), "the test never opened the gate"
+            if self.meet is not None and len(rows) > 1:
+                self.meet.wait(5)  # BrokenBarrierError unless the others come
+            if self.fail_on is not None and self.fail_on in rows:
+                raise RuntimeError(f"row {self.fail_on} is poison")
+            return {"y": rows * 2}
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def rows(*values: int) -> np.ndarray:
+    return np.array([[v] for v in values])
+
+
+def batcher(model: Model, **settings: object) -> tuple[DynamicBatcher, ModelStats]:
+    """A batcher over ``model``; call inside the event loop."""
+    stats = ModelStats("m", 1)
+    options = {"max_batch_size": 8, "max_queue_delay_s": 0.0, "instances": 1, **settings}
+    return DynamicBatcher(model, stats, **options), stats  # type: ignore[arg-type]
+
+
+async def until(condition: object, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached")
+
+
+def test_requests_that_wait_for_a_slot_leave_as_one_batch() -> None:
+    model = Model()
+
+    async def scenario() -> list[dict[str, np.ndarray]]:
+        b, _ = batcher(model, max_batch_size=4)
+        model.gate.clear()
+        first = asyncio.ensure_future(b.submit(rows(0)))
+        await until(lambda: model.in_flight == 1)  # the only slot computes
+        rest = [asyncio.ensure_future(b.submit(rows(i))) for i in range(1, 6)]
+        await asyncio.sleep(0.02)
+        model.gate.set()
+        results = await asyncio.gather(first, *rest)
+        await b.close()
+        return results
+
+    results = asyncio.run(scenario())
+    # FIFO: 1-4 fill the next batch up to its limit, 5 goes in the one after
+    assert [c[0] for c in model.calls] == [[0], [1, 2, 3, 4], [5]]
+    assert [r["y"].ravel().tolist() for r in results] == [[2 * i] for i in range(6)]
+
+
+def test_a_request_over_the_limit_is_cut_into_parts_that_never_join_others() -> None:
+    model = Model()
+
+    async def scenario() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        b, stats = batcher(model, max_batch_size=4)
+        model.gate.clear()
+        blocker = asyncio.ensure_future(b.submit(rows(100)))
+        await until(lambda: model.in_flight == 1)
+        big = asyncio.ensure_future(b.submit(rows(*range(10))))
+        small = asyncio.ensure_future(b.submit(rows(50)))
+        await asyncio.sleep(0.02)
+        model.gate.set()
+        await blocker
+        result = await big, await small
+        await b.close()
+        assert stats.success.count == 3 and stats.fail.count == 0
+        assert stats.inference_count == 12 and stats.execution_count == 5
+        return result
+
+    big, small = asyncio.run(scenario())
+    assert big["y"].ravel().tolist() == [2 * i for i in range(10)]
+    assert small["y"].ravel().tolist() == [100]
+    assert model.calls == [
+        ([100], False),
+        ([0, 1, 2, 3], True),
+        ([4, 5, 6, 7], True),
+        ([8, 9], True),  # the last part is not topped up with request 50
+        ([50], False),
+    ]
+
+
+def test_spread_cuts_a_request_on_an_idle_model_into_one_part_per_instance() -> None:
+    model = Model(meet=threading.Barrier(2))
+
+    async def scenario() -> dict[str, np.ndarray]:
+        b, _ = batcher(model, instances=2, spread=True)
+        result = await b.submit(rows(*range(8)))
+        await b.submit(rows(9))  # one row cannot be cut
+        await b.close()
+        return result
+
+    result = asyncio.run(scenario())
+    assert result["y"].ravel().tolist() == [2 * i for i in range(8)]
+    assert sorted(model.calls) == [([0, 1, 2, 3], True), ([4, 5, 6, 7], True), ([9], False)]
+    assert model.most_in_flight == 2
+
+
+def test_spread_leaves_requests_whole_while_the_model_is_busy() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, instances=2, spread=True)
+        model.gate.clear()
+        blocker = asyncio.ensure_future(b.submit(rows(100)))
+        await until(lambda: model.in_flight == 1)
+        whole = asyncio.ensure_future(b.submit(rows(*range(6))))
+        await until(lambda: model.in_flight == 2)
+        model.gate.set()
+        await asyncio.gather(blocker, whole)
+        await b.close()
+
+    asyncio.run(scenario())
+    assert ([0, 1, 2, 3, 4, 5], False) in model.calls
+
+
+def test_batching_off_runs_each_request_alone_in_arrival_order() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, stats = batcher(model, enabled=False, instances=1)
+        model.gate.clear()
+        futures = [asyncio.ensure_future(b.submit(rows(i))) for i in range(5)]
+        await until(lambda: model.in_flight == 1)
+        model.gate.set()
+        await asyncio.gather(*futures)
+        await b.close()
+        assert sorted(stats.batches) == [1] and stats.batches[1].count == 5
+
+    asyncio.run(scenario())
+    assert [c[0] for c in model.calls] == [[0], [1], [2], [3], [4]]
+
+
+def test_a_cancelled_request_leaves_the_queue_uncomputed() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, stats = batcher(model)
+        model.gate.clear()
+        blocker = asyncio.ensure_future(b.submit(rows(0)))
+        await until(lambda: model.in_flight == 1)
+        doomed = asyncio.ensure_future(b.submit(rows(*range(1, 20))))  # parts of 8, 8, 3
+        kept = asyncio.ensure_future(b.submit(rows(99)))
+        await asyncio.sleep(0.02)
+        doomed.cancel()
+        model.gate.set()
+        await blocker
+        assert (await kept)["y"].ravel().tolist() == [198]
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        await b.close()
+        assert stats.success.count == 2 and stats.fail.count == 0
+
+    asyncio.run(scenario())
+    assert [c[0] for c in model.calls] == [[0], [99]]
+
+
+def test_a_failing_part_fails_its_request_once_and_others_still_succeed() -> None:
+    model = Model(fail_on=5)
+
+    async def scenario() -> None:
+        b, stats = batcher(model, max_batch_size=2)
+        with pytest.raises(RuntimeError, match="row 5 is poison"):
+            await b.submit(rows(*range(8)))
+        assert (await b.submit(rows(1)))["y"].ravel().tolist() == [2]
+        await b.close()
+        assert stats.fail.count == 1 and stats.success.count == 1
+
+    asyncio.run(scenario())
+
+
+def test_closing_fails_queued_requests_as_unavailable_and_lets_computing_ones_finish() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model)
+        model.gate.clear()
+        computing = asyncio.ensure_future(b.submit(rows(1)))
+        await until(lambda: model.in_flight == 1)
+        queued = asyncio.ensure_future(b.submit(rows(2)))
+        await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(b.close())
+        with pytest.raises(Unavailable, match="unloaded while the request waited"):
+            await queued
+        model.gate.set()
+        assert (await computing)["y"].ravel().tolist() == [2]
+        await closing
+        with pytest.raises(Unavailable, match="was just unloaded"):
+            await b.submit(rows(3))
+
+    asyncio.run(scenario())
+    assert [c[0] for c in model.calls] == [[1]]
+
+
+def test_a_batch_leaves_one_queued_row_per_instance_in_reserve() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, instances=1)
+        model.gate.clear()
+        first = asyncio.ensure_future(b.submit(rows(0)))
+        await until(lambda: model.in_flight == 1)
+        rest = [asyncio.ensure_future(b.submit(rows(i))) for i in (1, 2, 3)]
+        await asyncio.sleep(0.02)
+        model.gate.set()
+        await asyncio.gather(first, *rest)
+        await b.close()
+
+    asyncio.run(scenario())
+    # three queued with a limit of 8: two leave together, one stays for the next run
+    assert [c[0] for c in model.calls] == [[0], [1, 2], [3]]
