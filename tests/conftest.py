@@ -109,7 +109,7 @@ def server(served_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
         env={
             "ZOO_MAX_MESSAGE_BYTES": str(8 * 2**20),
             "ZOO_EAGER_MODELS": "mobilenetv2",
-            # batches of up to 8 with 2 in flight, so that concurrent load forms batches
+            # batches of up to 8 on 2 instances, so that concurrent load forms batches
             "ZOO_MAX_BATCH_SIZE": "8",
             "ZOO_MODEL_INSTANCES": "2",
         },

@@ -61,6 +61,17 @@ def batcher(model: Model, **settings: object) -> tuple[DynamicBatcher, ModelStat
     return DynamicBatcher(model, stats, **options), stats  # type: ignore[arg-type]
 
 
+async def busy(
+    model: Model, first: int = 0, **settings: object
+) -> tuple[DynamicBatcher, ModelStats, asyncio.Future[dict[str, np.ndarray]]]:
+    """A batcher whose instance computes row ``first`` behind the closed gate."""
+    b, stats = batcher(model, **settings)
+    model.gate.clear()
+    blocker = asyncio.ensure_future(b.submit(rows(first)))
+    await until(lambda: model.in_flight == 1)
+    return b, stats, blocker
+
+
 async def until(condition: object, timeout: float = 5.0) -> None:
     for _ in range(int(timeout / 0.005)):
         if condition():  # type: ignore[operator]
@@ -69,14 +80,11 @@ async def until(condition: object, timeout: float = 5.0) -> None:
     raise AssertionError("condition not reached")
 
 
-def test_requests_that_wait_for_a_slot_leave_as_one_batch() -> None:
+def test_requests_that_wait_for_an_instance_leave_as_one_batch() -> None:
     model = Model()
 
     async def scenario() -> list[dict[str, np.ndarray]]:
-        b, _ = batcher(model, max_batch_size=4)
-        model.gate.clear()
-        first = asyncio.ensure_future(b.submit(rows(0)))
-        await until(lambda: model.in_flight == 1)  # the only slot computes
+        b, _, first = await busy(model, max_batch_size=4)  # the only instance computes
         rest = [asyncio.ensure_future(b.submit(rows(i))) for i in range(1, 6)]
         await asyncio.sleep(0.02)
         model.gate.set()
@@ -94,10 +102,7 @@ def test_a_request_over_the_limit_is_cut_into_parts_that_never_join_others() -> 
     model = Model()
 
     async def scenario() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        b, stats = batcher(model, max_batch_size=4)
-        model.gate.clear()
-        blocker = asyncio.ensure_future(b.submit(rows(100)))
-        await until(lambda: model.in_flight == 1)
+        b, stats, blocker = await busy(model, 100, max_batch_size=4)
         big = asyncio.ensure_future(b.submit(rows(*range(10))))
         small = asyncio.ensure_future(b.submit(rows(50)))
         await asyncio.sleep(0.02)
@@ -141,10 +146,7 @@ def test_spread_leaves_requests_whole_while_the_model_is_busy() -> None:
     model = Model()
 
     async def scenario() -> None:
-        b, _ = batcher(model, instances=2, spread=True)
-        model.gate.clear()
-        blocker = asyncio.ensure_future(b.submit(rows(100)))
-        await until(lambda: model.in_flight == 1)
+        b, _, blocker = await busy(model, 100, instances=2, spread=True)
         whole = asyncio.ensure_future(b.submit(rows(*range(6))))
         await until(lambda: model.in_flight == 2)
         model.gate.set()
@@ -176,10 +178,7 @@ def test_a_cancelled_request_leaves_the_queue_uncomputed() -> None:
     model = Model()
 
     async def scenario() -> None:
-        b, stats = batcher(model)
-        model.gate.clear()
-        blocker = asyncio.ensure_future(b.submit(rows(0)))
-        await until(lambda: model.in_flight == 1)
+        b, stats, blocker = await busy(model)
         doomed = asyncio.ensure_future(b.submit(rows(*range(1, 20))))  # parts of 8, 8, 3
         kept = asyncio.ensure_future(b.submit(rows(99)))
         await asyncio.sleep(0.02)
@@ -214,10 +213,7 @@ def test_closing_fails_queued_requests_as_unavailable_and_lets_computing_ones_fi
     model = Model()
 
     async def scenario() -> None:
-        b, _ = batcher(model)
-        model.gate.clear()
-        computing = asyncio.ensure_future(b.submit(rows(1)))
-        await until(lambda: model.in_flight == 1)
+        b, _, computing = await busy(model, 1)
         queued = asyncio.ensure_future(b.submit(rows(2)))
         await asyncio.sleep(0.01)
         closing = asyncio.ensure_future(b.close())
@@ -237,10 +233,7 @@ def test_a_batch_leaves_one_queued_row_per_instance_in_reserve() -> None:
     model = Model()
 
     async def scenario() -> None:
-        b, _ = batcher(model, instances=1)
-        model.gate.clear()
-        first = asyncio.ensure_future(b.submit(rows(0)))
-        await until(lambda: model.in_flight == 1)
+        b, _, first = await busy(model, instances=1)
         rest = [asyncio.ensure_future(b.submit(rows(i))) for i in (1, 2, 3)]
         await asyncio.sleep(0.02)
         model.gate.set()

@@ -60,7 +60,7 @@ class ServerConfig:
         default=0,
         metadata={
             "help": "Largest dynamic batch, capped by the model's config.pbtxt (0: auto; on "
-            "a CPU the rows one core computes in 10 ms, on a GPU the model's limit)."
+            "a CPU the rows one core computes in 4 ms, on a GPU the model's limit)."
         },
     )
     max_queue_delay_us: int = field(
