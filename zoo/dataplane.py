@@ -231,7 +231,9 @@ class DataPlane:
             "model %s version %s: %s, %d instance(s); one row took %.1f ms at warm-up",
             model.name,
             model.version,
-            f"batches of up to {batcher.max_batch_size} rows" if batcher.enabled else "no batching",
+            f"batches of up to {batcher.max_batch_size} rows"
+            if batcher.enabled and batcher.max_batch_size > 1
+            else "one request per run (no batching)",
             instances,
             model.row_seconds * 1000,
         )
