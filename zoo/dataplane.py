@@ -103,7 +103,17 @@ class DataPlane:
         if model is not None:
             return model
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.runtime.get, name, version)
+        model = await loop.run_in_executor(self.executor, self.runtime.get, name, version)
+        self._drop_unloaded_batchers()  # a load may have unloaded others (the memory budget)
+        return model
+
+    def _drop_unloaded_batchers(self) -> None:
+        """Close the batchers of models the runtime no longer holds: each keeps its sessions."""
+        loaded = {id(m) for m in self.runtime.loaded()}
+        for key in [k for k, (m, _) in self._batchers.items() if id(m) not in loaded]:
+            task = asyncio.get_running_loop().create_task(self._batchers.pop(key)[1].close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def load(self, name: str) -> LoadedModel:
         """Load the newest version of ``name``, reloading it if it is loaded (Triton's rule)."""
@@ -188,13 +198,11 @@ class DataPlane:
         entry = self._batchers.get(key)
         if entry is not None and entry[0] is model:
             return entry[1]
-        # A new or reloaded model. Batchers of models the runtime unloaded on its own (the
-        # memory budget) go too: each holds its model's sessions.
-        loaded = {id(m) for m in self.runtime.loaded()}
-        for stale in [k for k, (m, _) in self._batchers.items() if k == key or id(m) not in loaded]:
-            task = asyncio.get_running_loop().create_task(self._batchers.pop(stale)[1].close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        if entry is not None:  # the version was reloaded: one of the two models is gone
+            self._drop_unloaded_batchers()
+            entry = self._batchers.get(key)
+            if entry is not None:  # the request held the old model; the loaded one serves it
+                return entry[1]
         # The model's config.pbtxt says how large a batch it accepts; the server's settings
         # may keep batches smaller and set how many compute at once. On a GPU large batches
         # are the point. The CPU defaults were measured on 2 cores (docs/benchmarks/serve.md):

@@ -231,24 +231,24 @@ class Runtime:
         except (NotFound, ValueError) as e:
             manifest = {}
             log.warning("%s version %s: no readable zoo.json (%s)", mv.model, mv.version, e)
-        options = ort.SessionOptions()
-        if self.intra_op_threads:
-            options.intra_op_num_threads = self.intra_op_threads
-        try:
-            session = ort.InferenceSession(
-                str(mv.model_file), sess_options=options, providers=self.providers
+
+        def open_session(threads: int, providers: Sequence[str]) -> Any:
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            return ort.InferenceSession(
+                str(mv.model_file), sess_options=options, providers=providers
             )
+
+        try:
+            session = open_session(self.intra_op_threads, self.providers)
             single = None
             if (
                 session.get_providers()[0] == ORT_PROVIDERS["cpu"]
                 and not self.intra_op_threads
                 and cpu_cores() > 1
             ):
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 1
-                single = ort.InferenceSession(
-                    str(mv.model_file), sess_options=options, providers=[ORT_PROVIDERS["cpu"]]
-                )
+                single = open_session(1, [ORT_PROVIDERS["cpu"]])
         except Exception as e:  # ORT raises several unrelated types for a bad file
             reason = f"ONNX Runtime could not load {mv.model_file}: {str(e).strip()[:300]}"
             with self._lock:
