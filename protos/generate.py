@@ -4,7 +4,10 @@
     python -m protos.generate --check   # exit 1 if the committed modules are stale
 
 Protos are compiled with the repository root as the include path, so generated code
-imports as ``from protos import model_config_pb2``.
+imports as ``from protos import model_config_pb2``. The generated modules then register their
+descriptors in ``protos.pool.POOL`` instead of protobuf's default pool (see that module: it lets
+the SDK and tritonclient share a process); this rewrite is part of generation, so ``--check``
+compares the rewritten modules.
 """
 
 from __future__ import annotations
@@ -30,6 +33,20 @@ def generate(out: Path) -> None:
     args += [f"--python_out={out}", f"--grpc_python_out={out}", f"--pyi_out={out}", *sources]
     if protoc.main(args) != 0:
         sys.exit("protoc failed")
+    for module in sorted((out / "protos").glob("*_pb2.py")):
+        module.write_text(_private_pool(module.read_text()))
+
+
+DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+INSERTION = "# @@protoc_insertion_point(imports)\n"
+
+
+def _private_pool(source: str) -> str:
+    """Register the module's file in ``protos.pool.POOL`` rather than the default pool."""
+    if source.count(DEFAULT_POOL) != 1 or source.count(INSERTION) != 1:
+        sys.exit("protoc's output changed shape: update protos/generate.py's pool rewrite")
+    source = source.replace(DEFAULT_POOL, "DESCRIPTOR = _protos_pool.POOL.AddSerializedFile(")
+    return source.replace(INSERTION, INSERTION + "from protos import pool as _protos_pool\n")
 
 
 def _generated(directory: Path) -> set[str]:

@@ -23,9 +23,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from protos import grpc_service_pb2, grpc_service_pb2_grpc, zoo_service_pb2, zoo_service_pb2_grpc
+from protos.pool import POOL
 from server.inference_service import InferenceService
 from server.interceptors import ErrorInterceptor, MetricsInterceptor, TokenInterceptor
 from server.jobs_service import DatasetsService, JobsService
@@ -129,6 +130,20 @@ def start_workers(config: ServerConfig, stop: threading.Event) -> list[threading
     return threads
 
 
+def _reflection_pool() -> Any:
+    """Our protocol pool (see ``protos.pool``) plus the stock health and reflection files.
+
+    Reflection answers from one pool; ours holds the inference and zoo services, while the
+    stock services live in protobuf's default pool, so their files are copied in (once).
+    """
+    for stock in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        try:
+            POOL.FindFileByName(stock.name)
+        except KeyError:
+            POOL.AddSerializedFile(stock.serialized_pb)
+    return POOL
+
+
 async def create_server(config: ServerConfig, plane: DataPlane | None = None) -> RunningServer:
     """A started server; ``config.port`` 0 binds a free port (see ``RunningServer.port``)."""
     plane = plane or DataPlane(config)
@@ -167,6 +182,7 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
             reflection.SERVICE_NAME,
         ),
         server,
+        pool=_reflection_pool(),
     )
     address = f"{config.host}:{config.port}"
     if config.tls_cert and config.tls_key:

@@ -1,8 +1,8 @@
 """The protocol in protos/ is current and wire-compatible with Triton's (as tritonclient ships it).
 
-Our modules and tritonclient's both register package ``inference`` in protobuf's default
-descriptor pool, so they never meet in one process: every import of either happens in a
-subprocess, and this process only compares what those report.
+Each side's modules are imported in a fresh interpreter of their own and this process only
+compares what those report, so neither can lend the other a definition (our modules live in
+a private descriptor pool, ``protos.pool``, and could share a process with tritonclient's).
 """
 
 from __future__ import annotations

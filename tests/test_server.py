@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import TOKEN
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers import heavy_modules_after
@@ -102,6 +103,40 @@ def test_sdk_models_and_infer(server, served_repository: Path) -> None:
     assert np.array_equal(got["logits"], expected[0])
 
 
+# Imports the SDK and tritonclient in the order given, then infers through each.
+SHARED_PROCESS = r"""
+import importlib, json, sys
+import numpy as np
+first, second = (importlib.import_module(m) for m in sys.argv[2:4])
+import tritonclient.grpc as tc
+from client import ZooClient
+
+x = np.random.default_rng(3).integers(0, 256, size=(2, 64, 64, 3), dtype=np.uint8)
+triton = tc.InferenceServerClient(sys.argv[1])
+image = tc.InferInput("image", list(x.shape), "UINT8")
+image.set_data_from_numpy(x)
+a = triton.infer("mobilenetv2", [image]).as_numpy("logits")
+with ZooClient(sys.argv[1]) as zoo:
+    b = zoo.infer("mobilenetv2", x)["logits"]
+print(json.dumps({"equal": bool(np.array_equal(a, b)), "shape": list(a.shape),
+                  "spread": float(a.std(axis=0).max())}))
+"""
+
+
+@pytest.mark.parametrize(
+    "order", [("client", "tritonclient.grpc"), ("tritonclient.grpc", "client")]
+)
+def test_sdk_and_tritonclient_share_a_process(server, order: tuple[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SHARED_PROCESS, server.address, *order],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    assert seen["equal"] is True and seen["shape"] == [2, 1000]
+    assert seen["spread"] > 0  # the two rows differ, so equality compares real outputs
+
+
 def test_health_and_reflection(server) -> None:
     with grpc.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -123,6 +158,18 @@ def test_health_and_reflection(server) -> None:
             "zoo.v1.ModelZoo",
             "grpc.health.v1.Health",
         } <= names
+        # Reflection resolves symbols from our pool and from the stock services' files.
+        for symbol, file in [
+            ("inference.GRPCInferenceService", "protos/grpc_service.proto"),
+            ("inference.ModelConfig", "protos/model_config.proto"),
+            ("zoo.v1.Jobs", "protos/zoo_service.proto"),
+            ("grpc.health.v1.Health", "grpc_health/v1/health.proto"),
+        ]:
+            request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+            response = next(stub.ServerReflectionInfo(iter([request])))
+            protos = response.file_descriptor_response.file_descriptor_proto
+            assert protos, f"{symbol}: {response.error_response.error_message}"
+            assert descriptor_pb2.FileDescriptorProto.FromString(protos[0]).name == file
 
 
 def test_concurrent_requests_form_batches(server) -> None:
