@@ -33,7 +33,11 @@ IDEMPOTENT = {
         "ModelConfig", "ModelStatistics", "RepositoryIndex", "ModelInfer",
     ],
     "zoo.v1.ModelZoo": ["ListModels", "GetModel", "Classify"],
+    "zoo.v1.Datasets": ["ListDatasets", "GetDataset"],
+    "zoo.v1.Jobs": ["GetJob", "ListJobs"],
 }  # fmt: skip
+# Never here: the calls that create, delete or cancel (a retried CreateFineTuneJob whose first
+# attempt reached the server would start two jobs) and streams (WatchJob resumes by itself).
 
 
 def service_config(retries: int) -> str:

@@ -1,16 +1,23 @@
-"""``AsyncZooClient``: the same surface as ``ZooClient`` for asyncio code."""
+"""``AsyncZooClient``: the same surface as ``ZooClient`` for asyncio code.
+
+Jobs differ in one way: a ``Job`` returned here holds no live connection (its ``refresh``,
+``cancel``, ``watch`` and ``wait`` are blocking calls of the sync client), so the async
+client has ``job``, ``cancel_job``, ``watch_job`` and ``wait_job`` taking the job's id.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
 from client import _wire
-from client.errors import from_rpc_error
+from client import jobs as job_api
+from client.errors import Unavailable, from_rpc_error
 from client.types import Classification, ModelInfo
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
@@ -20,6 +27,8 @@ from protos import zoo_service_pb2_grpc as zpb_grpc
 
 class AsyncZooClient:
     """Asyncio client; ``async with AsyncZooClient(...) as zoo: await zoo.classify(...)``."""
+
+    is_async = True
 
     def __init__(
         self,
@@ -34,6 +43,8 @@ class AsyncZooClient:
         self._channel = _wire.open_channel(grpc.aio, address, tls, retries, max_message_bytes)
         self._inference = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._zoo = zpb_grpc.ModelZooStub(self._channel)
+        self._datasets = zpb_grpc.DatasetsStub(self._channel)
+        self._jobs = zpb_grpc.JobsStub(self._channel)
         self._metadata = _wire.metadata(token)
         self.timeout = timeout
         self._input_names: dict[str, str] = {}
@@ -98,3 +109,82 @@ class AsyncZooClient:
     async def unload(self, model: str) -> None:
         request = pb.RepositoryModelUnloadRequest(model_name=model)
         await self._call(self._inference.RepositoryModelUnload, request)
+
+    # -- datasets and jobs ------------------------------------------------------------
+    async def upload_dataset(self, path: str | os.PathLike[str]) -> job_api.DatasetInfo:
+        """Upload a ``class_name/image`` folder (zipped on the fly) or a zip/tar archive.
+
+        Uploading the same archive again returns the same dataset. No timeout applies.
+        """
+        requests = job_api.upload_requests(path, None)
+        try:
+            message = await self._datasets.UploadDataset(requests, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        return job_api.dataset_from(message)
+
+    async def datasets(self) -> list[job_api.DatasetInfo]:
+        response = await self._call(self._datasets.ListDatasets, zpb.ListDatasetsRequest())
+        return [job_api.dataset_from(d) for d in response.datasets]
+
+    async def delete_dataset(self, dataset_id: str) -> None:
+        await self._call(self._datasets.DeleteDataset, zpb.DeleteDatasetRequest(id=dataset_id))
+
+    async def finetune(
+        self, base: str, dataset: str | job_api.DatasetInfo, output_model: str, **params: Any
+    ) -> job_api.Job:
+        """Start a fine-tuning job; ``params`` are FineTuneParams fields (epochs=..., ...)."""
+        request = job_api.finetune_request(base, dataset, output_model, params)
+        return job_api.job_from(await self._call(self._jobs.CreateFineTuneJob, request), self)
+
+    async def export(
+        self,
+        model: str,
+        weights: str = "imagenet",
+        input: str = "uint8",
+        output_model: str = "",
+        version: int = 0,
+    ) -> job_api.Job:
+        """Start an export job (the server never blocks on an export)."""
+        request = zpb.CreateExportJobRequest(
+            model=model, weights=weights, input=input, output_model=output_model, version=version
+        )
+        return job_api.job_from(await self._call(self._jobs.CreateExportJob, request), self)
+
+    async def job(self, job_id: str) -> job_api.Job:
+        message = await self._call(self._jobs.GetJob, zpb.GetJobRequest(id=job_id))
+        return job_api.job_from(message, self)
+
+    async def jobs(self, state: str = "", limit: int = 100) -> list[job_api.Job]:
+        request = zpb.ListJobsRequest(state=state, limit=limit)
+        response = await self._call(self._jobs.ListJobs, request)
+        return [job_api.job_from(j, self) for j in response.jobs]
+
+    async def cancel_job(self, job_id: str) -> job_api.Job:
+        message = await self._call(self._jobs.CancelJob, zpb.CancelJobRequest(id=job_id))
+        return job_api.job_from(message, self)
+
+    async def watch_job(self, job_id: str, after_event: int = 0) -> AsyncIterator[job_api.JobEvent]:
+        """Every event after ``after_event`` until the job ends; reconnects where it left off."""
+        last, pause = after_event, 0.1
+        while True:
+            request = zpb.WatchJobRequest(id=job_id, after_event=last)
+            try:
+                async for message in self._jobs.WatchJob(request, metadata=self._metadata):
+                    event = job_api.event_from(message)
+                    last, pause = event.seq, 0.1
+                    yield event
+                return
+            except grpc.RpcError as e:
+                error = from_rpc_error(e)
+                if not isinstance(error, Unavailable):
+                    raise error from None
+            # the server restarted: pick up after the last event seen, without spinning
+            await asyncio.sleep(pause)
+            pause = min(2.0, pause * 2)
+
+    async def wait_job(self, job_id: str) -> job_api.Job:
+        """Wait until the job ends; returns it in its final state."""
+        async for _ in self.watch_job(job_id):
+            pass
+        return await self.job(job_id)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,27 +63,38 @@ class Job:
     def succeeded(self) -> bool:
         return self.state == "SUCCEEDED"
 
+    def _sync_client(self) -> Any:
+        if getattr(self._client, "is_async", False) or self._client is None:
+            raise TypeError(
+                "this Job came from AsyncZooClient: use `await zoo.job(id)`, "
+                "`await zoo.cancel_job(id)`, `zoo.watch_job(id)` or `await zoo.wait_job(id)`"
+            )
+        return self._client
+
     def refresh(self) -> Job:
-        fresh = self._client.job(self.id)
+        fresh = self._sync_client().job(self.id)
         self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_client"})
         return self
 
     def cancel(self) -> Job:
-        fresh = self._client._jobs_call("CancelJob", zpb.CancelJobRequest(id=self.id))
+        fresh = self._sync_client()._jobs_call("CancelJob", zpb.CancelJobRequest(id=self.id))
         self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_client"})
         return self
 
     def watch(self, after_event: int = 0) -> Iterator[JobEvent]:
         """Every event after ``after_event`` until the job ends; reconnects where it left off."""
-        last = after_event
+        client, last, pause = self._sync_client(), after_event, 0.1
         while True:
             try:
-                for event in self._client._watch(self.id, last):
-                    last = event.seq
+                for event in client._watch(self.id, last):
+                    last, pause = event.seq, 0.1
                     yield event
                 return
             except Unavailable:
-                continue  # the server restarted: pick up after the last event seen
+                pass
+            # the server restarted: pick up after the last event seen, without spinning
+            time.sleep(pause)
+            pause = min(2.0, pause * 2)
 
     def wait(self, progress: bool = False) -> Job:
         """Block until the job ends; with ``progress`` a progress bar shows epochs and batches."""
@@ -110,6 +122,22 @@ class Job:
                 elif event.type in ("log", "state"):
                     bar.console.print(p.get("message") or f"state {p.get('state')}")
         return self.refresh()
+
+
+def finetune_request(
+    base: str, dataset: str | DatasetInfo, output_model: str, params: dict[str, Any]
+) -> zpb.CreateFineTuneJobRequest:
+    """``params`` are FineTuneParams fields (epochs=..., base_kwargs={...})."""
+    fields = dict(params)
+    base_kwargs = fields.pop("base_kwargs", {})
+    message = zpb.FineTuneParams(**fields)
+    message.base_kwargs.update(base_kwargs)
+    return zpb.CreateFineTuneJobRequest(
+        base_model=base,
+        dataset_id=dataset if isinstance(dataset, str) else dataset.id,
+        output_model=output_model,
+        params=message,
+    )
 
 
 def job_from(message: zpb.Job, client: Any) -> Job:

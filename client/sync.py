@@ -162,15 +162,7 @@ class ZooClient:
         self, base: str, dataset: str | job_api.DatasetInfo, output_model: str, **params: Any
     ) -> job_api.Job:
         """Start a fine-tuning job; ``params`` are FineTuneParams fields (epochs=..., ...)."""
-        base_kwargs = params.pop("base_kwargs", {})
-        message = zpb.FineTuneParams(**params)
-        message.base_kwargs.update(base_kwargs)
-        request = zpb.CreateFineTuneJobRequest(
-            base_model=base,
-            dataset_id=dataset if isinstance(dataset, str) else dataset.id,
-            output_model=output_model,
-            params=message,
-        )
+        request = job_api.finetune_request(base, dataset, output_model, params)
         return job_api.job_from(self._call(self._jobs.CreateFineTuneJob, request), self)
 
     def export(

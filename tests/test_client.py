@@ -1,0 +1,167 @@
+"""The SDK's own behaviour: which calls it retries, and the async client's datasets and jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from client import AsyncZooClient, ZooClient, errors
+from client._wire import service_config
+from protos import grpc_service_pb2, zoo_service_pb2
+from protos import zoo_service_pb2 as zpb
+from protos import zoo_service_pb2_grpc as zpb_grpc
+from server.interceptors import MUTATING_METHODS
+
+# Read-only unary calls: repeating one after UNAVAILABLE cannot change anything on the server.
+RETRIED = {
+    "/inference.GRPCInferenceService/" + m
+    for m in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
+              "ModelConfig", "ModelStatistics", "RepositoryIndex", "ModelInfer")
+} | {
+    "/zoo.v1.ModelZoo/ListModels", "/zoo.v1.ModelZoo/GetModel", "/zoo.v1.ModelZoo/Classify",
+    "/zoo.v1.Datasets/ListDatasets", "/zoo.v1.Datasets/GetDataset",
+    "/zoo.v1.Jobs/GetJob", "/zoo.v1.Jobs/ListJobs",
+}  # fmt: skip
+# Streams are not retried by gRPC's policy once a message has passed; WatchJob resumes itself.
+STREAMS = {
+    "/inference.GRPCInferenceService/ModelStreamInfer",
+    "/zoo.v1.Datasets/UploadDataset",
+    "/zoo.v1.Jobs/WatchJob",
+}
+
+
+def retried_methods(retries: int = 3) -> set[str]:
+    config = json.loads(service_config(retries))
+    (policy,) = config["methodConfig"]
+    assert policy["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert policy["retryPolicy"]["maxAttempts"] == retries + 1
+    return {f"/{n['service']}/{n['method']}" for n in policy["name"]}
+
+
+def all_methods() -> set[str]:
+    return {
+        f"/{service.full_name}/{method.name}"
+        for module in (grpc_service_pb2, zoo_service_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+
+
+def test_retry_policy_covers_exactly_the_read_only_calls() -> None:
+    assert retried_methods() == RETRIED
+    assert not retried_methods() & MUTATING_METHODS
+    # every method is accounted for: retried, mutating (never retried) or a stream
+    assert all_methods() == RETRIED | MUTATING_METHODS | STREAMS
+
+
+class Flaky(zpb_grpc.ModelZooServicer, zpb_grpc.JobsServicer):
+    """Answers UNAVAILABLE to the first ``failures`` calls of each method, counting calls."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str, context: grpc.ServicerContext) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if self.calls[name] <= self.failures:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+    def GetModel(self, request, context):
+        self._count("GetModel", context)
+        return zpb.Model(name=request.name, num_classes=3)
+
+    def CreateFineTuneJob(self, request, context):
+        self._count("CreateFineTuneJob", context)
+        return zpb.Job(id="job-1", kind="finetune", state="QUEUED")
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[Flaky, str]]:
+    servicer = Flaky(failures=1)
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    zpb_grpc.add_ModelZooServicer_to_server(servicer, server)
+    zpb_grpc.add_JobsServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_reads_are_retried_and_job_creation_is_not(flaky: tuple[Flaky, str]) -> None:
+    servicer, address = flaky
+    with ZooClient(address, timeout=10) as zoo:
+        assert zoo.model("resnet50").name == "resnet50"
+        assert servicer.calls["GetModel"] == 2  # one UNAVAILABLE, then the retry answered
+        with pytest.raises(errors.Unavailable, match="restarting"):
+            zoo.finetune("MobileNetV2", "dataset-1", "digits", epochs=1)
+        assert servicer.calls["CreateFineTuneJob"] == 1  # a retry could create two jobs
+    servicer.failures = 3  # the next GetModel fails too
+    with ZooClient(address, timeout=10, retries=0) as zoo:
+        with pytest.raises(errors.Unavailable):
+            zoo.model("resnet50")  # retries=0 turns retrying off
+        assert servicer.calls["GetModel"] == 3
+
+
+@pytest.fixture
+def idle_job_server(tmp_path: Path):
+    """A real server without job workers: jobs stay QUEUED until cancelled."""
+    from serving import start_server
+
+    (tmp_path / "repo").mkdir()
+    running = start_server(
+        tmp_path / "repo",
+        tmp_path,
+        env={"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": "0"},
+    )
+    yield running
+    running.stop()
+
+
+def small_dataset(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root
+
+
+def test_async_client_datasets_and_jobs(idle_job_server, tmp_path: Path) -> None:
+    folder = small_dataset(tmp_path / "pets")
+
+    async def session() -> None:
+        async with AsyncZooClient(idle_job_server.address) as zoo:
+            dataset = await zoo.upload_dataset(folder)
+            assert (dataset.classes, dataset.counts, dataset.images) == (
+                ("cats", "dogs"), (3, 3), 6)  # fmt: skip
+            assert [d.id for d in await zoo.datasets()] == [dataset.id]
+            job = await zoo.finetune("MobileNetV2", dataset, "pets", epochs=1, image_size=32)
+            assert (job.kind, job.state, job.params["params"]["epochs"]) == (
+                "finetune",
+                "QUEUED",
+                1,
+            )
+            with pytest.raises(TypeError, match="came from AsyncZooClient"):
+                job.refresh()
+            assert [j.id for j in await zoo.jobs(state="QUEUED")] == [job.id]
+            assert (await zoo.cancel_job(job.id)).state == "CANCELLED"
+            events = [e async for e in zoo.watch_job(job.id)]
+            assert [e.payload.get("state") for e in events if e.type == "state"] == [
+                "QUEUED", "CANCELLED"]  # fmt: skip
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+            assert (await zoo.wait_job(job.id)).state == "CANCELLED"
+            with pytest.raises(errors.NotFound):
+                await zoo.job("no-such-job")
+            await zoo.delete_dataset(dataset.id)
+            assert await zoo.datasets() == []
+
+    asyncio.run(session())
