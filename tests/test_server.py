@@ -245,3 +245,30 @@ def test_cli_classify_and_served_models(server, zoo_cli) -> None:
 
 def test_client_package_imports_no_frameworks() -> None:
     assert heavy_modules_after("import client; client.ZooClient") == ["grpc"]
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [["probabilities"], ["logits"], ["probabilities", "logits"], ["logits", "probabilities"]],
+)
+def test_requested_outputs_by_name_and_order(server, served_repository: Path, asked) -> None:
+    x = np.random.default_rng(5).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    session = ort.InferenceSession(str(served_repository / "mobilenetv2/1/model.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(None, {"image": x}), strict=True))
+    with grpc.insecure_channel(server.address) as channel:
+        from protos import grpc_service_pb2 as pb
+        from protos import grpc_service_pb2_grpc as pb_grpc
+
+        request = pb.ModelInferRequest(model_name="mobilenetv2")
+        request.inputs.add(name="image", datatype="UINT8", shape=list(x.shape))
+        request.raw_input_contents.append(x.tobytes())
+        for name in asked:
+            request.outputs.add(name=name)
+        response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert [o.name for o in response.outputs] == asked  # only those asked, in the order asked
+    for output, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+        got = np.frombuffer(raw, np.float32).reshape(tuple(output.shape))
+        np.testing.assert_allclose(got, expected[output.name], rtol=1e-5, atol=1e-6)
+    # logits and probabilities differ, so a swapped label would fail the comparison above
+    assert not np.allclose(expected["logits"], expected["probabilities"], atol=1e-3)
