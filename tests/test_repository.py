@@ -157,3 +157,49 @@ def test_a_version_published_by_another_process_is_seen_at_once(tmp_path: Path) 
     writer.publish(fake_version(tmp_path, "b"), "m", config)  # within the same clock tick
     assert reader.get("m").version == 2
     assert reader.versions("m") == [1, 2]
+
+
+def test_publish_moves_the_staged_files_not_copies(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    for expected_version in (1, 2):  # a new model, then a version of an existing one
+        staged = fake_version(tmp_path, f"v{expected_version}")
+        inode = (staged / "model.onnx").stat().st_ino
+        published = repo.publish(staged, "m", config)
+        assert published.version == expected_version
+        assert published.model_file.stat().st_ino == inode  # renamed, the same file
+        assert not staged.exists()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_rename_exposes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    if existing:
+        repo.publish(fake_version(tmp_path, "old"), "m", config)
+    before = sorted(
+        p.relative_to(repo.root) for p in repo.root.rglob("*") if ".staging" not in p.parts
+    )
+    real_rename = os.rename
+    staging = repo.root / ".staging"
+
+    def failing(src, dst, *args, **kwargs):
+        if Path(dst).is_relative_to(repo.root) and not Path(dst).is_relative_to(staging):
+            raise OSError(18, "Invalid cross-device link")  # e.g. staging on another mount
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(OSError, match="cross-device"):
+        repo.publish(fake_version(tmp_path, "new"), "m", config)
+    monkeypatch.setattr(os, "rename", real_rename)
+    after = sorted(
+        p.relative_to(repo.root) for p in repo.root.rglob("*") if ".staging" not in p.parts
+    )
+    assert after == before  # no version directory, no model directory, no partial file
+    if existing:
+        assert repo.versions("m") == [1]
+    else:
+        with pytest.raises(NotFound):
+            repo.versions("m")
