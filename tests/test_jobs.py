@@ -169,3 +169,38 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatc
     assert visible_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert visible_gpus() == []
+
+
+def test_a_worker_outlives_a_failing_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A claim that raises (the database down, a table gone) is logged; the worker polls on."""
+    import sqlite3
+    import threading
+
+    from zoo.worker import Worker, WorkerSettings
+
+    db = tmp_path / "jobs.db"
+    settings = WorkerSettings(str(db), tmp_path / "data", tmp_path / "repo", poll_s=0.02)
+    worker = Worker(settings, name="w1")
+    with sqlite3.connect(db) as connection:
+        connection.execute("DROP TABLE job_events")
+        connection.execute("DROP TABLE jobs")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    with caplog.at_level("ERROR", logger="zoo"):
+        thread.start()
+        deadline = time.monotonic() + 30
+        while len([r for r in caplog.records if "claiming" in r.getMessage()]) < 3:
+            assert time.monotonic() < deadline, "the worker did not retry"
+            time.sleep(0.02)
+        assert thread.is_alive()
+        JobStore(db)  # the tables are back: claims find nothing, without errors
+        time.sleep(0.1)  # a claim already under way may still fail once
+        failures = len(caplog.records)
+        time.sleep(0.3)
+        assert thread.is_alive() and len(caplog.records) == failures
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert "no such table: jobs" in caplog.text

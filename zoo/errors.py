@@ -1,9 +1,9 @@
 """One error hierarchy for the whole domain.
 
 Every error carries a message that says what was received and what is valid. The server maps
-each class to a gRPC status code in one table, and the client maps the codes back to these
-same class names, so a caller catches ``zoo.errors.NotFound`` whether it runs in-process or
-over the wire.
+each class to a gRPC status code in one table, and the client maps the codes back to classes
+of the same names: in-process a caller catches ``zoo.errors.NotFound``, over the wire
+``client.errors.NotFound`` (the client cannot import ``zoo``, which needs the server extras).
 """
 
 from __future__ import annotations

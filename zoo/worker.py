@@ -71,7 +71,12 @@ class Worker:
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s polling %s", self.name, self.store.url.split("@")[-1])
         while not stop.is_set():
-            if not self.run_once(stop):
+            try:
+                ran = self.run_once(stop)
+            except Exception:  # a database outage must not end the worker: log, wait, retry
+                log.exception("worker %s: claiming or settling a job failed; retrying", self.name)
+                ran = False
+            if not ran:
                 stop.wait(self.settings.poll_s)
 
     def run_once(self, stop: threading.Event | None = None) -> bool:
@@ -117,9 +122,16 @@ class Worker:
         """Worker shutdown: stop the child and queue the job again to resume elsewhere."""
         child.kill()
         child.wait()
-        cancelling = self.store.get(job_id).state is JobState.CANCELLING
-        with contextlib.suppress(Exception):
+        try:
+            cancelling = self.store.get(job_id).state is JobState.CANCELLING
             self.store.set_state(job_id, JobState.CANCELLED if cancelling else JobState.QUEUED)
+        except Exception as e:  # ended meanwhile, or the store is down: say so and stop anyway
+            log.warning(
+                "worker %s stopping: could not hand job %s back (%s); if it is still running "
+                "another worker claims it once its heartbeat is stale",
+                self.name, job_id, e,
+            )  # fmt: skip
+            return
         log.info("worker %s stopping: job %s queued again to resume", self.name, job_id)
 
     def _settle(self, job_id: str, code: int, last_line: str, cancel_sent: bool) -> None:
