@@ -46,10 +46,14 @@ def call_error(method, request) -> grpc.RpcError:
     return info.value
 
 
-def png(width: int, height: int, mode: str = "RGB") -> bytes:
+def encoded(width: int, height: int, format: str, mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
-    Image.new(mode, (width, height)).save(buffer, format="PNG")
+    Image.new(mode, (width, height)).save(buffer, format=format)
     return buffer.getvalue()
+
+
+def png(width: int, height: int, mode: str = "RGB") -> bytes:
+    return encoded(width, height, "PNG", mode)
 
 
 def with_input(datatype: str = "UINT8", shape=None, name: str = "image", raw: bytes | None = None):
@@ -119,7 +123,11 @@ def test_typed_contents_are_accepted(stubs, served_repository: Path) -> None:
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        ([b"definitely not an image"], "image 0 (23 bytes, starting 646566696e697465) could not be decoded"),
+        ([b"definitely not an image"], "image 0 (23 bytes, starting 646566696e697465) is not a JPEG, PNG or WebP image"),
+        ([png(64, 64), encoded(64, 64, "BMP")], "image 1 (12342 bytes, starting 424d36300000" + "0000) is not a JPEG, PNG or WebP image"),
+        ([encoded(64, 64, "GIF")], "is not a JPEG, PNG or WebP image"),
+        ([png(64, 64)] * 300, "300 images in one request; the limit is 256"),
+        ([png(6000, 6000, "L")] * 20, "the 20 images declare 720,000,000 pixels in all; one request decodes at most 160,000,000"),
         ([png(64, 64)[:60]], "could not be decoded"),
         ([png(1, 1)], "image 0 is 1x1; expected at least 8x8 pixels"),
         ([png(64, 64), png(20000, 20000, "1")], "image 1 refused as a possible decompression bomb (Image size (400000000 pixels)"),

@@ -20,7 +20,7 @@ from zoo.batching import DynamicBatcher
 from zoo.catalog import get_spec, list_models
 from zoo.config import ServerConfig
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
-from zoo.images import decode_image
+from zoo.images import declared_pixels, decode_image
 from zoo.repository import Repository
 from zoo.runtime import LoadedModel, ModelState, Runtime, TensorInfo, cpu_cores
 from zoo.stats import StatsRegistry
@@ -307,6 +307,10 @@ class DataPlane:
         """Encoded images -> the top-k labels of each, highest score first."""
         if not images:
             raise InvalidArgument("no images in the request; expected one or more")
+        if len(images) > MAX_REQUEST_BATCH:  # before anything is decoded
+            raise InvalidArgument(
+                f"{len(images)} images in one request; the limit is {MAX_REQUEST_BATCH}"
+            )
         model = await self.model(name, version)
         if model.input.datatype != "UINT8":
             raise FailedPrecondition(
@@ -318,15 +322,15 @@ class DataPlane:
             raise InvalidArgument(f"top_k must be between 1 and {classes}; received {top_k}")
         height, width = model.input.shape[1], model.input.shape[2]
         loop = asyncio.get_running_loop()
-        pixels = await loop.run_in_executor(
-            self.executor,
-            lambda: np.stack(
-                [
-                    decode_image(data, (height, width), self.config.max_image_pixels, i)
-                    for i, data in enumerate(images)
-                ]
-            ),
-        )
+        limit = self.config.max_image_pixels
+
+        def decode() -> np.ndarray:
+            declared_pixels(images, limit)  # headers only: refuse before decoding anything
+            return np.stack(
+                [decode_image(data, (height, width), limit, i) for i, data in enumerate(images)]
+            )
+
+        pixels = await loop.run_in_executor(self.executor, decode)
         _, outputs = await self.infer(model.name, model.version, {model.input.name: pixels})
         probabilities = outputs.get("probabilities", outputs[model.outputs[-1].name])
         labels = model.labels
