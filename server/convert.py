@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from zoo.dataplane import ModelIndexEntry, ModelSummary, Prediction
 from zoo.datasets import Dataset
 from zoo.errors import InvalidArgument
 from zoo.jobs import Job, JobEvent
+from zoo.repository import MAX_VERSION
 from zoo.runtime import LoadedModel, TensorInfo
 from zoo.stats import Duration, ModelStats
 
@@ -36,18 +38,43 @@ CONFIG_TYPES = {"UINT8": mc.TYPE_UINT8, "FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP
 
 
 def parse_version(version: str | int) -> int | None:
-    """'' or 0 -> newest (None); a positive integer string -> that version."""
+    """'' or 0 -> newest (None); ASCII digits of a number in 1..MAX_VERSION -> that version.
+
+    int() alone would also take " 1", "+1" and other scripts' digits.
+    """
     if version in ("", 0):
         return None
-    try:
-        number = int(version)
-    except ValueError:
+    text = str(version)
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_VERSION))
+    if not digits or not 1 <= int(text) <= MAX_VERSION:
         raise InvalidArgument(
-            f"model version must be a positive integer or empty; received {version!r}"
-        ) from None
-    if number < 1:
-        raise InvalidArgument(f"model version must be a positive integer; received {version!r}")
-    return number
+            f"model version must be empty or a whole number from 1 to {MAX_VERSION}; "
+            f"received {clip(text)!r}"
+        )
+    return int(text)
+
+
+MAX_DIMS = 32  # ONNX Runtime, like numpy, handles at most 64; no image model needs over 4
+MAX_DIM = 2**31 - 1
+
+
+def element_count(name: str, dims: Any) -> tuple[tuple[int, ...], int]:
+    """A tensor's shape and element count, refused before anything is allocated.
+
+    Python integers cannot overflow, so ``[2**62, 4]`` is counted exactly and then compared
+    with the bytes actually sent, instead of wrapping around in int64.
+    """
+    shape = tuple(int(d) for d in dims)
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(
+            f"input {clip(name)!r} has {len(shape)} dimensions; at most {MAX_DIMS} are accepted"
+        )
+    if any(not 0 <= d <= MAX_DIM for d in shape):
+        raise InvalidArgument(
+            f"input {clip(name)!r} has shape {clip(str(list(shape)))}; each dimension must be "
+            f"from 0 to {MAX_DIM}"
+        )
+    return shape, math.prod(shape)
 
 
 def infer_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
@@ -57,42 +84,63 @@ def infer_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
         raise InvalidArgument(
             f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; expected one each"
         )
+    if raw and any(t.HasField("contents") for t in request.inputs):
+        raise InvalidArgument(
+            "the request has both raw_input_contents and typed contents; send one or the other"
+        )
     arrays: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         if tensor.datatype not in DATATYPES:
             raise InvalidArgument(
-                f"input {tensor.name!r} has datatype {tensor.datatype!r}; "
+                f"input {clip(tensor.name)!r} has datatype {clip(tensor.datatype)!r}; "
                 f"expected one of {sorted(DATATYPES)}"
             )
         dtype, field = DATATYPES[tensor.datatype]
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidArgument(f"input {tensor.name!r} has a negative dimension: {list(shape)}")
-        count = int(np.prod(shape, dtype=np.int64))
+        shape, count = element_count(tensor.name, tensor.shape)
         if raw:
             expected = count * dtype.itemsize
             if len(raw[i]) != expected:
                 raise InvalidArgument(
-                    f"input {tensor.name!r}: raw contents have {len(raw[i])} bytes; shape "
+                    f"input {clip(tensor.name)!r}: raw contents have {len(raw[i])} bytes; shape "
                     f"{list(shape)} of {tensor.datatype} needs {expected}"
                 )
             array = np.frombuffer(raw[i], dtype=dtype.newbyteorder("<")).reshape(shape)
         else:
             if not field:
                 raise InvalidArgument(
-                    f"input {tensor.name!r}: {tensor.datatype} must be sent as raw_input_contents"
+                    f"input {clip(tensor.name)!r}: {tensor.datatype} must be sent as "
+                    "raw_input_contents"
                 )
             values = getattr(tensor.contents, field)
             if len(values) != count:
                 raise InvalidArgument(
-                    f"input {tensor.name!r}: {len(values)} values in contents.{field}; "
+                    f"input {clip(tensor.name)!r}: {len(values)} values in contents.{field}; "
                     f"shape {list(shape)} needs {count}"
                 )
-            array = np.asarray(values, dtype=dtype).reshape(shape)
+            array = _typed_array(tensor.name, values, dtype).reshape(shape)
         if tensor.name in arrays:
-            raise InvalidArgument(f"input {tensor.name!r} appears twice")
+            raise InvalidArgument(f"input {clip(tensor.name)!r} appears twice")
         arrays[tensor.name] = array
     return arrays
+
+
+def _typed_array(name: str, values: Any, dtype: np.dtype[Any]) -> np.ndarray:
+    """Typed contents as ``dtype``; integers outside its range are refused, not wrapped."""
+    if dtype.kind not in "iu":
+        return np.asarray(values, dtype=dtype)
+    wide = np.asarray(values, dtype=np.uint64 if dtype.kind == "u" else np.int64)
+    info = np.iinfo(dtype)
+    if wide.size and (wide.min() < info.min or wide.max() > info.max):
+        raise InvalidArgument(
+            f"input {clip(name)!r}: contents hold {wide.min()}..{wide.max()}, outside "
+            f"{dtype.name}'s range {info.min}..{info.max}"
+        )
+    return wide.astype(dtype)
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for an error message (requests can be huge)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def infer_response(

@@ -8,6 +8,7 @@ from typing import Any
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 from server import convert
+from server.interceptors import MalformedRequest, bounded
 from zoo import __version__
 from zoo.dataplane import DataPlane
 from zoo.errors import ZooError
@@ -70,10 +71,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         # Errors travel in the stream, as Triton does, so one bad request does not end it.
         async for request in request_iterator:
+            if isinstance(request, MalformedRequest):
+                yield pb.ModelStreamInferResponse(error_message=request.message)
+                continue
             try:
                 response = await self.ModelInfer(request, context)
             except ZooError as e:
-                yield pb.ModelStreamInferResponse(error_message=str(e))
+                yield pb.ModelStreamInferResponse(error_message=bounded(str(e)))
             else:
                 yield pb.ModelStreamInferResponse(infer_response=response)
 

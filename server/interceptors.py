@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from server.metrics import Metrics
 from zoo import errors
@@ -62,31 +66,112 @@ def _is_stream_response(behavior: Any, handler: grpc.RpcMethodHandler) -> bool:
     return behavior in (handler.unary_stream, handler.stream_stream)
 
 
+MAX_DETAILS = 1000  # characters; trailing metadata past ~8 KiB turns into RESOURCE_EXHAUSTED
+
+log = logging.getLogger("zoo.server")
+
+
+def bounded(message: str, limit: int = MAX_DETAILS) -> str:
+    """``message`` cut to ``limit`` characters: errors echo requests, which can be huge."""
+    if len(message) <= limit:
+        return message
+    return f"{message[: limit - 40]}... ({len(message) - limit + 40:,} characters cut)"
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse; the handler answers it."""
+
+    message: str
+
+
+class _Throttled:
+    """One log line per ``interval`` seconds for a repeated event, with the count in between."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval, self._lock = interval, threading.Lock()
+        self._last, self._count = -interval, 0
+
+    def warning(self, text: str) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                return
+            count, self._count, self._last = self._count, 0, now
+        log.warning("%s (%d such in the last %.0f s at most)", text, count, self.interval)
+
+
+_malformed_log = _Throttled()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None, method: str) -> Any:
+    """A deserializer that turns undecodable bytes into a MalformedRequest, not UNKNOWN."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as e:
+            _malformed_log.warning(f"refused an undecodable {method} request: {e}")
+            return MalformedRequest(
+                bounded(f"the request body ({len(data)} bytes) does not parse as {method}'s "
+                        f"request message: {e}", 300)
+            )  # fmt: skip
+
+    return parse
+
+
+async def _refuse_malformed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, MalformedRequest):
+            raise errors.InvalidArgument(request.message)
+        yield request
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Every ZooError a servicer raises becomes its status code with its message."""
+    """Every ZooError a servicer raises becomes its status code with its message (bounded);
+    a request body that does not parse becomes INVALID_ARGUMENT, not UNKNOWN."""
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
+        handler = handler._replace(
+            request_deserializer=_tolerant(handler.request_deserializer, details.method)
+        )
 
         def around(behavior: Any) -> Any:
+            client_streams = behavior in (handler.stream_unary, handler.stream_stream)
+            # A stream of responses answers a bad message in the stream (ModelStreamInfer);
+            # a single response refuses the call.
+            if client_streams and behavior is handler.stream_unary:
+                original = behavior
+
+                def behavior(requests: Any, context: Any) -> Any:
+                    return original(_refuse_malformed(requests), context)
+
             if _is_stream_response(behavior, handler):
 
                 async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                    if isinstance(request, MalformedRequest):
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
                     try:
                         async for item in behavior(request, context):
                             yield item
                     except errors.ZooError as e:
-                        await context.abort(status_code(e), str(e))
+                        await context.abort(status_code(e), bounded(str(e)))
 
                 return stream
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, MalformedRequest):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
                 try:
                     return await behavior(request, context)
                 except errors.ZooError as e:
-                    await context.abort(status_code(e), str(e))
+                    await context.abort(status_code(e), bounded(str(e)))
 
             return unary
 

@@ -165,3 +165,12 @@ def test_async_client_datasets_and_jobs(idle_job_server, tmp_path: Path) -> None
             assert await zoo.datasets() == []
 
     asyncio.run(session())
+
+
+def test_export_jobs_default_to_uint8_and_bound_versions(idle_job_server) -> None:
+    with ZooClient(idle_job_server.address) as zoo:
+        job = zoo.export("MobileNetV2", weights="none", input="")  # the proto's documented default
+        assert (job.state, job.params["input"]) == ("QUEUED", "uint8")
+        with pytest.raises(errors.InvalidArgument, match="up to 9007199254740991; received 9223"):
+            zoo.export("MobileNetV2", weights="none", version=2**63 - 1)
+        assert [j.id for j in zoo.jobs()] == [job.id]  # the refused request created nothing

@@ -45,7 +45,9 @@ def test_versions_increase_and_newest_wins(tmp_path: Path) -> None:
         repo.get("m", 5)
     with pytest.raises(NotFound, match="model 'other' is not in"):
         repo.versions("other")
-    with pytest.raises(InvalidArgument, match="positive integer; received 0"):
+    with pytest.raises(
+        InvalidArgument, match="whole number from 1 to 9007199254740991; received 0"
+    ):
         repo.get("m", 0)
 
 
@@ -203,3 +205,20 @@ def test_a_failed_rename_exposes_nothing(
     else:
         with pytest.raises(NotFound):
             repo.versions("m")
+
+
+def test_out_of_range_version_directories_do_not_break_the_listing(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    repo.publish(fake_version(tmp_path, "a"), "m", config)
+    for name in ("9223372036854775808", "\u0661", "0", "9007199254740992"):  # made by hand
+        (repo.root / "m" / name).mkdir()
+        (repo.root / "m" / name / "model.onnx").write_text("x")
+    assert repo.versions("m") == [1]
+    assert repo.models() == ["m"]
+    with pytest.raises(InvalidArgument, match="whole number from 1 to 9007199254740991"):
+        repo.publish(fake_version(tmp_path, "b"), "m", config, version=2**63 - 1)
+    top = repo.publish(fake_version(tmp_path, "c"), "m", config, version=2**53 - 1)
+    with pytest.raises(InvalidArgument, match="has version 9007199254740991, the highest allowed"):
+        repo.publish(fake_version(tmp_path, "d"), "m", config)
+    assert repo.versions("m") == [1, top.version]

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import TOKEN
 from PIL import Image
 
 from client import ZooClient, errors
@@ -56,6 +57,19 @@ def png(width: int, height: int, mode: str = "RGB") -> bytes:
     return encoded(width, height, "PNG", mode)
 
 
+def typed(datatype: str, field: str, values: list[int]) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="mobilenetv2")
+    tensor = request.inputs.add(name="image", datatype=datatype, shape=[len(values)])
+    getattr(tensor.contents, field).extend(values)
+    return request
+
+
+def both_contents() -> pb.ModelInferRequest:
+    request = with_input()
+    request.inputs[0].contents.uint_contents.extend([0] * (64 * 64 * 3))
+    return request
+
+
 def with_input(datatype: str = "UINT8", shape=None, name: str = "image", raw: bytes | None = None):
     request = pb.ModelInferRequest(model_name="mobilenetv2")
     request.inputs.add(name=name, datatype=datatype, shape=shape or SHAPE)
@@ -82,6 +96,22 @@ def with_input(datatype: str = "UINT8", shape=None, name: str = "image", raw: by
         (lambda: with_input(shape=[257, 64, 64, 3], raw=bytes(257 * 64 * 64 * 3)),
          "INVALID_ARGUMENT", "batch of 257 is over the limit of 256"),
         (lambda: with_input(shape=[0, 64, 64, 3], raw=b""), "INVALID_ARGUMENT", "empty batch"),
+        # versions: ASCII digits in 1..2**53-1 only
+        *[(lambda v=v: infer_request(model_version=v), "INVALID_ARGUMENT",
+           "model version must be empty or a whole number from 1 to 9007199254740991")
+          for v in (" 1", "+1", "\u0661", "-1", "9223372036854775808", "1" * 5000)],
+        # shapes whose element count overflows int64, or absurd ranks, before any allocation
+        (lambda: with_input(shape=[2**62, 4]), "INVALID_ARGUMENT", "each dimension must be from 0 to 2147483647"),
+        (lambda: with_input(shape=[2**32, 2**32, 3]), "INVALID_ARGUMENT", "each dimension must be from 0"),
+        (lambda: with_input(shape=[0, 2**40], raw=b""), "INVALID_ARGUMENT", "each dimension must be from 0"),
+        (lambda: with_input(shape=[2**20, 2**20, 2**20, 4]), "INVALID_ARGUMENT",
+         "raw contents have 12288 bytes; shape [1048576, 1048576, 1048576, 4] of UINT8 needs 4611686018427387904"),
+        (lambda: with_input(shape=[1] * 65), "INVALID_ARGUMENT", "has 65 dimensions; at most 32"),
+        (lambda: typed("UINT8", "uint_contents", [300]), "INVALID_ARGUMENT",
+         "contents hold 300..300, outside uint8's range 0..255"),
+        (lambda: typed("INT8", "int_contents", [-129]), "INVALID_ARGUMENT",
+         "contents hold -129..-129, outside int8's range -128..127"),
+        (lambda: both_contents(), "INVALID_ARGUMENT", "both raw_input_contents and typed contents"),
     ],
 )  # fmt: skip
 def test_bad_infer_requests(stubs, request_factory, code: str, message: str) -> None:
@@ -89,6 +119,68 @@ def test_bad_infer_requests(stubs, request_factory, code: str, message: str) -> 
     error = call_error(inference.ModelInfer, request_factory())
     assert error.code().name == code
     assert message in error.details()
+
+
+def test_echoed_values_are_cut_short(stubs) -> None:
+    """A huge name or input list gives a short INVALID_ARGUMENT/NOT_FOUND, never an oversized
+    status (gRPC turns trailers over its metadata limit into RESOURCE_EXHAUSTED)."""
+    inference, zoo = stubs
+    error = call_error(inference.ModelInfer, infer_request(model_name="m" * 100_000))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "invalid model name 'mmmm" in error.details() and len(error.details()) <= 1000
+    request = pb.ModelInferRequest(model_name="mobilenetv2")
+    for i in range(10_000):
+        request.inputs.add(name=f"input-{i}", datatype="UINT8", shape=[1])
+        request.raw_input_contents.append(b"\x00")
+    error = call_error(inference.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(error.details()) <= 1000 and "characters cut" in error.details()
+    error = call_error(zoo.GetModel, zpb.GetModelRequest(name="x" * 100_000))
+    assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert len(error.details()) <= 1000
+
+
+def undecodable(method: str):
+    """A raw unary call that sends bytes which do not parse as protobuf."""
+    return lambda channel: channel.unary_unary(method, request_serializer=None,
+                                               response_deserializer=None)  # fmt: skip
+
+
+def test_undecodable_bodies_are_invalid_argument(server) -> None:
+    garbage = b"\xff\xff\xff\xff\x0f"  # a field header announcing an impossible length
+    with grpc.insecure_channel(server.address) as channel:
+        for method in ("/inference.GRPCInferenceService/ModelInfer",
+                       "/zoo.v1.ModelZoo/Classify", "/zoo.v1.Jobs/GetJob"):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as info:
+                undecodable(method)(channel)(garbage, timeout=30)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "does not parse as" in info.value.details()
+        # a client stream with an undecodable message is refused the same way
+        upload = channel.stream_unary("/zoo.v1.Datasets/UploadDataset", request_serializer=None,
+                                      response_deserializer=None)  # fmt: skip
+        with pytest.raises(grpc.RpcError) as info:
+            upload(iter([garbage]), timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    log = server.log.read_text()
+    assert "Traceback" not in log and "refused an undecodable" in log
+
+
+def test_stream_infer_answers_each_bad_message_and_goes_on(stubs, server) -> None:
+    inference, _ = stubs
+    good = infer_request()
+    requests = [good, with_input(shape=[2**62, 4]), good, with_input(datatype="COMPLEX"), good]
+    replies = list(inference.ModelStreamInfer(iter(requests), timeout=60))
+    assert [bool(r.error_message) for r in replies] == [False, True, False, True, False]
+    assert "each dimension must be from 0" in replies[1].error_message
+    assert all(r.infer_response.model_name == "mobilenetv2" for r in replies[::2])
+    with grpc.insecure_channel(server.address) as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                       request_serializer=None,
+                                       response_deserializer=pb.ModelStreamInferResponse.FromString)  # fmt: skip
+        raw = [good.SerializeToString(), b"\xff\xff\xff\xff\x0f", good.SerializeToString()]
+        replies = list(stream(iter(raw), timeout=60))
+    assert [bool(r.error_message) for r in replies] == [False, True, False]
+    assert "does not parse as" in replies[1].error_message
 
 
 def test_nan_and_inf_are_refused(stubs) -> None:

@@ -10,7 +10,7 @@ from zoo.errors import InvalidArgument
 from zoo.export import INPUT_MODES
 from zoo.jobs import Job, JobEvent, JobKind, JobState
 from zoo.jobstore import JobStore
-from zoo.repository import validate_model_name
+from zoo.repository import MAX_VERSION, validate_model_name
 from zoo.training import FineTuneParams
 
 
@@ -51,12 +51,16 @@ class JobManager:
         version: int = 0,
     ) -> Job:
         spec = get_spec(model)
+        input = input or "uint8"  # the protocol's documented default for an empty field
         if input not in INPUT_MODES:
             raise InvalidArgument(f"input must be one of {INPUT_MODES}; received {input!r}")
         if output_model:
             validate_model_name(output_model)
-        if version < 0:
-            raise InvalidArgument(f"version must be a positive integer or 0; received {version}")
+        if not 0 <= version <= MAX_VERSION:
+            raise InvalidArgument(
+                f"version must be 0 (the next free one) or a whole number up to {MAX_VERSION}; "
+                f"received {version}"
+            )
         return self.store.create(
             JobKind.EXPORT,
             {

@@ -34,6 +34,9 @@ MANIFEST_FILE = "zoo.json"
 CONFIG_FILE = "config.pbtxt"
 STAGING_DIR = ".staging"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Versions are whole numbers 1..2**53-1: exact in every JSON client, far inside int64 (a
+# version past int64 once made every listing of its model fail to serialise).
+MAX_VERSION = 2**53 - 1
 
 
 def validate_model_name(name: object) -> str:
@@ -51,9 +54,20 @@ def validate_model_name(name: object) -> str:
 
 
 def _validate_version(version: object) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidArgument(f"a version is a positive integer; received {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise InvalidArgument(
+            f"a version is a whole number from 1 to {MAX_VERSION}; received {version!r}"
+        )
     return version
+
+
+def _version_of(directory_name: str) -> int | None:
+    """The version a directory name stands for; None for anything else (ASCII digits only)."""
+    if directory_name.isascii() and directory_name.isdigit():
+        number = int(directory_name)
+        if 1 <= number <= MAX_VERSION:
+            return number
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,11 +116,10 @@ class Repository:
 
     @staticmethod
     def _version_numbers(model_dir: Path) -> list[int]:
-        return sorted(
-            int(p.name)
-            for p in model_dir.iterdir()
-            if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and (p / MODEL_FILE).is_file()
-        )
+        # A directory named out of range (made by hand, or by an older version) is skipped
+        # rather than allowed to break the listing of the model's other versions.
+        numbers = ((p, _version_of(p.name)) for p in model_dir.iterdir())
+        return sorted(n for p, n in numbers if n and p.is_dir() and (p / MODEL_FILE).is_file())
 
     def versions(self, model: str) -> list[int]:
         """Versions of ``model``, oldest first. Unknown model: NotFound.
@@ -183,7 +196,12 @@ class Repository:
             candidates: Iterator[int] = iter([version])
         else:
             start = max(existing, default=0) + 1
-            candidates = iter(range(start, start + 1000))
+            if start > MAX_VERSION:
+                raise InvalidArgument(
+                    f"model {model!r} has version {MAX_VERSION}, the highest allowed; "
+                    "publish under another name or pin a free lower version"
+                )
+            candidates = iter(range(start, min(start + 1000, MAX_VERSION + 1)))
         for number in candidates:
             self._write_manifest_identity(staged, model, number)
             if self._move_into_place(staged, model_dir, number, config_pbtxt):
