@@ -130,3 +130,19 @@ def test_specs_are_frozen() -> None:
 
 def test_import_zoo_does_not_import_frameworks() -> None:
     assert heavy_modules_after("import zoo; zoo.list_models()") == ["zoo"]
+
+
+@pytest.mark.parametrize("name", [s.name for s in zoo.list_models()])
+def test_architecture_options_are_constructor_arguments(name: str) -> None:
+    import inspect
+
+    import keras
+
+    from zoo.catalog.options import options_of
+
+    spec = zoo.get_spec(name)
+    parameters = inspect.signature(getattr(keras.applications, spec.constructor)).parameters
+    for option in options_of(spec):
+        assert option.name in parameters, f"{name} has no argument {option.name}"
+        default = parameters[option.name].default
+        assert option.check(default) == default  # the default is inside the accepted range

@@ -174,3 +174,39 @@ def test_export_jobs_default_to_uint8_and_bound_versions(idle_job_server) -> Non
         with pytest.raises(errors.InvalidArgument, match="up to 9007199254740991; received 9223"):
             zoo.export("MobileNetV2", weights="none", version=2**63 - 1)
         assert [j.id for j in zoo.jobs()] == [job.id]  # the refused request created nothing
+
+
+BAD_PARAMS = [
+        ({"epochs": 2**31 - 1}, "epochs must be in 1..1000; received 2147483647"),
+        ({"learning_rate": float("inf")}, "learning_rate must be in (0, 10]; received inf"),
+        ({"learning_rate": 1e308}, "learning_rate must be in (0, 10]"),
+        ({"fine_tune_learning_rate": float("nan")}, "fine_tune_learning_rate must be in (0, 10]"),
+        ({"image_size": 100_000}, "image_size must be in 32..1024; received 100000"),
+        ({"unfreeze": float("inf")}, "unfreeze must be in [0, 10000]; received inf"),
+        ({"patience": 2**31 - 1}, "patience must be in 1..1000"),
+        ({"seed": -1}, "seed must be in 0..2147483647; received -1"),
+        ({"weights": "none", "base_kwargs": {"evil": 1.0}},
+         "MobileNetV2 takes no option 'evil'; its options are: alpha"),
+        ({"weights": "none", "base_kwargs": {"include_top": 1.0}}, "takes no option 'include_top'"),
+        ({"weights": "none", "base_kwargs": {"alpha": float("nan")}},
+         "alpha must be a number in [0.1, 4]; received nan"),
+        ({"weights": "none", "base_kwargs": {"alpha": 1e300}}, "alpha must be a number in [0.1, 4]"),
+        ({"weights": "none", "base_kwargs": {f"k{i}": 1.0 for i in range(10_000)}},
+         "takes no option 'k0', 'k1', 'k10', 'k100', 'k1000' and 9995 more"),
+        ({"base_kwargs": {"alpha": 0.35}}, "ImageNet weights are for MobileNetV2's default"),
+]  # fmt: skip
+
+
+def test_bad_finetune_params_create_nothing(idle_job_server, tmp_path: Path) -> None:
+    with ZooClient(idle_job_server.address) as zoo:
+        dataset = zoo.upload_dataset(small_dataset(tmp_path / "pets"))
+        for params, message in BAD_PARAMS:
+            with pytest.raises(errors.InvalidArgument) as info:
+                zoo.finetune("MobileNetV2", dataset, "pets", **params)
+            assert message in str(info.value), params
+            assert len(str(info.value)) < 400
+        assert zoo.jobs() == []
+        job = zoo.finetune(
+            "MobileNetV2", dataset, "pets", weights="none", base_kwargs={"alpha": 0.35}
+        )
+        assert job.params["params"]["base_kwargs"] == {"alpha": 0.35}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo import weights as weights_cache
 from zoo.catalog import ModelSpec, get_spec
+from zoo.catalog.options import refuse_reshaping_imagenet
 from zoo.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
 
 # Constructor arguments that change the architecture: the catalog's weights files are for
 # the defaults only, so pretrained weights cannot be combined with them.
-_ARCHITECTURE_KWARGS = frozenset({"alpha", "depth_multiplier", "minimalistic"})
 
 
 def import_keras() -> Any:
@@ -106,12 +106,8 @@ def build_model(
                 f"ImageNet weights with include_top=True need input_shape {spec.input_shape}; "
                 f"received {shape}. Use include_top=False for other sizes"
             )
-    if pretrained and _ARCHITECTURE_KWARGS & constructor_kwargs.keys():
-        raise InvalidArgument(
-            f"the cached ImageNet weights are for {spec.name}'s default architecture; "
-            f"received {sorted(_ARCHITECTURE_KWARGS & constructor_kwargs.keys())}. "
-            "Pass weights=None or the path of matching weights"
-        )
+    if pretrained:
+        refuse_reshaping_imagenet(spec, constructor_kwargs)
 
     if pretrained:
         weights_arg: str | None = str(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from zoo.catalog import get_spec, list_models
+from zoo.catalog.options import check_options
 from zoo.datasets import DatasetStore
 from zoo.errors import InvalidArgument
 from zoo.export import INPUT_MODES
@@ -32,6 +34,8 @@ class JobManager:
                 "choose another name for the fine-tuned model"
             )
         checked = FineTuneParams.from_dict(params)  # InvalidArgument for bad values
+        base_kwargs = check_options(spec, checked.base_kwargs, checked.weights == "imagenet")
+        checked = dataclasses.replace(checked, base_kwargs=base_kwargs)
         return self.store.create(
             JobKind.FINETUNE,
             {

@@ -67,18 +67,19 @@ class FineTuneParams:
     def validate(self) -> None:
         """InvalidArgument naming the first parameter out of range, with what was received."""
         ranges = [
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("fine_tune_epochs", self.fine_tune_epochs >= 0, ">= 0"),
-            ("learning_rate", self.learning_rate > 0, "> 0"),
-            ("fine_tune_learning_rate", self.fine_tune_learning_rate > 0, "> 0"),
+            ("epochs", 1 <= self.epochs <= 1000, "in 1..1000"),
+            ("fine_tune_epochs", 0 <= self.fine_tune_epochs <= 1000, "in 0..1000"),
+            ("learning_rate", 0 < self.learning_rate <= 10, "in (0, 10]"),
+            ("fine_tune_learning_rate", 0 < self.fine_tune_learning_rate <= 10, "in (0, 10]"),
             ("batch_size", 1 <= self.batch_size <= 1024, "in 1..1024"),
-            ("image_size", self.image_size is None or self.image_size >= 32, ">= 32"),
-            ("unfreeze", self.unfreeze >= 0, ">= 0"),
+            ("image_size", self.image_size is None or 32 <= self.image_size <= 1024, "in 32..1024"),
+            ("unfreeze", 0 <= self.unfreeze <= 10_000, "in [0, 10000]"),
             ("validation_split", 0 < self.validation_split < 1, "in (0, 1)"),
-            ("patience", self.patience >= 1, ">= 1"),
+            ("patience", 1 <= self.patience <= 1000, "in 1..1000"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("seed", 0 <= self.seed < 2**31, "in 0..2147483647"),
             ("weights", self.weights in ("imagenet", None), "'imagenet' or none"),
-        ]
+        ]  # comparisons with NaN are false, so NaN fails every range
         for name, ok, expected in ranges:
             if not ok:
                 raise InvalidArgument(
