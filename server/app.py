@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,11 +95,18 @@ class RunningServer:
     metrics: Metrics
     workers: list[threading.Thread]
     stop_workers: threading.Event
+    datasets: DatasetsService
+    jobs_io: ThreadPoolExecutor
 
     async def stop(self, grace: float | None) -> None:
         self.plane.ready = False
         self.stop_workers.set()  # a running job is queued again, to resume on restart
+        # An upload can last as long as its client likes: end them rather than wait out grace.
+        if cancelled := self.datasets.cancel_uploads():
+            log.info("shutting down: ended %d dataset upload(s) in progress", cancelled)
         await self.server.stop(grace)
+        self.datasets.close()
+        self.jobs_io.shutdown(wait=False, cancel_futures=True)
         await self.plane.close()
         self.metrics.stop()
         for thread in self.workers:
@@ -170,10 +178,12 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         config.data_dir / "datasets", DatasetLimits(max_archive_bytes=config.max_upload_bytes)
     )
     manager = JobManager(JobStore(config.database_url), datasets)
-    zoo_service_pb2_grpc.add_DatasetsServicer_to_server(
-        DatasetsService(datasets, plane.executor), server
-    )
-    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager), server)
+    # Job store and dataset calls get their own threads: a slow database or disk then
+    # delays jobs and datasets, never inference (which uses the data plane's executor).
+    jobs_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobs-io")
+    datasets_service = DatasetsService(datasets, jobs_io, config.max_uploads, config.upload_idle_s)
+    zoo_service_pb2_grpc.add_DatasetsServicer_to_server(datasets_service, server)
+    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager, jobs_io), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), server)
     reflection.enable_server_reflection(
         (
@@ -207,7 +217,9 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         config.repository,
         plane.repository.models(),
     )
-    return RunningServer(server, port, metrics_port, plane, metrics, workers, stop_workers)
+    return RunningServer(
+        server, port, metrics_port, plane, metrics, workers, stop_workers, datasets_service, jobs_io
+    )
 
 
 class JsonFormatter(logging.Formatter):

@@ -3,112 +3,186 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from protos import zoo_service_pb2 as zpb
 from protos import zoo_service_pb2_grpc as zpb_grpc
 from server import convert
 from zoo.datasets import DatasetStore
+from zoo.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from zoo.jobmanager import JobManager
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
+T = TypeVar("T")
 WATCH_POLL_S = 0.5
 
 
+@dataclass(eq=False)  # identity: kept in a set
+class _Upload:
+    queue: asyncio.Queue[bytes | BaseException | None]
+    feeding: asyncio.Task[None] | None = None
+
+
 class DatasetsService(zpb_grpc.DatasetsServicer):
-    def __init__(self, datasets: DatasetStore, executor: Any) -> None:
+    """Uploads run on threads of their own, at most ``max_uploads`` at once, so a stalled or
+    slow upload never takes a thread that inference, Classify or a model load needs; one that
+    sends nothing for ``idle_s`` is dropped, and shutdown ends every upload at once.
+    Listing, reading and deleting datasets run on ``io``, never on the event loop."""
+
+    def __init__(
+        self, datasets: DatasetStore, io: Executor, max_uploads: int, idle_s: float
+    ) -> None:
         self.datasets = datasets
-        self.executor = executor
+        self.io = io
+        self.max_uploads, self.idle_s = max_uploads, idle_s
+        self._receivers = ThreadPoolExecutor(max_uploads, thread_name_prefix="upload")
+        self._active: set[_Upload] = set()
 
     async def UploadDataset(
         self, request_iterator: AsyncIterator[zpb.UploadDatasetRequest], context: Context
     ) -> zpb.Dataset:
+        if len(self._active) >= self.max_uploads:
+            raise ResourceExhausted(
+                f"{len(self._active)} dataset uploads are in progress, the server's limit "
+                "(max_uploads); retry when one has finished"
+            )
         # The archive streams to disk as it arrives; unpacking and checking run on a thread.
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+        upload = _Upload(asyncio.Queue(maxsize=8))
         filename = ""
 
         def chunks() -> Iterator[bytes]:
-            while (
-                chunk := asyncio.run_coroutine_threadsafe(queue.get(), loop).result()
-            ) is not None:
-                yield chunk
+            while True:
+                item = asyncio.run_coroutine_threadsafe(upload.queue.get(), loop).result()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
 
         async def feed() -> None:
             nonlocal filename
+            messages = aiter(request_iterator)
             try:
-                async for message in request_iterator:
+                while True:
+                    try:
+                        message = await asyncio.wait_for(anext(messages), self.idle_s)
+                    except StopAsyncIteration:
+                        break
                     filename = filename or message.filename
                     if message.chunk:
-                        await queue.put(message.chunk)
-            finally:
-                await queue.put(None)
+                        await upload.queue.put(message.chunk)
+                await upload.queue.put(None)
+            except TimeoutError:
+                await upload.queue.put(
+                    DeadlineExceeded(
+                        f"the upload sent nothing for {self.idle_s:g} s (upload_idle_s); "
+                        "it was dropped"
+                    )
+                )
 
-        feeding = loop.create_task(feed())
+        self._active.add(upload)
+        upload.feeding = loop.create_task(feed())
         try:
             dataset = await loop.run_in_executor(
-                self.executor, lambda: self.datasets.add(chunks(), filename)
+                self._receivers, lambda: self.datasets.add(chunks(), filename)
             )
         finally:
-            feeding.cancel()
+            upload.feeding.cancel()
+            self._active.discard(upload)
         return convert.dataset(dataset)
 
+    def cancel_uploads(self) -> int:
+        """End every upload in progress (server shutdown); returns how many there were."""
+        for upload in list(self._active):
+            if upload.feeding is not None:
+                upload.feeding.cancel()
+            with contextlib.suppress(asyncio.QueueFull):
+                upload.queue.put_nowait(Unavailable("the server is shutting down"))
+        return len(self._active)
+
+    def close(self) -> None:
+        self._receivers.shutdown(wait=False, cancel_futures=True)
+
+    async def _io(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.io, call)
+
     async def ListDatasets(self, request: Any, context: Context) -> zpb.ListDatasetsResponse:
-        return zpb.ListDatasetsResponse(datasets=[convert.dataset(d) for d in self.datasets.list()])
+        datasets = await self._io(self.datasets.list)
+        return zpb.ListDatasetsResponse(datasets=[convert.dataset(d) for d in datasets])
 
     async def GetDataset(self, request: zpb.GetDatasetRequest, context: Context) -> zpb.Dataset:
-        return convert.dataset(self.datasets.get(request.id))
+        return convert.dataset(await self._io(lambda: self.datasets.get(request.id)))
 
     async def DeleteDataset(
         self, request: zpb.DeleteDatasetRequest, context: Context
     ) -> zpb.DeleteDatasetResponse:
-        self.datasets.delete(request.id)
+        await self._io(lambda: self.datasets.delete(request.id))
         return zpb.DeleteDatasetResponse()
 
 
 class JobsService(zpb_grpc.JobsServicer):
-    def __init__(self, manager: JobManager) -> None:
+    """Every job store call runs on ``io``: the store may be a remote PostgreSQL, and the
+    event loop that runs it also serves inference."""
+
+    def __init__(self, manager: JobManager, io: Executor) -> None:
         self.manager = manager
+        self.io = io
+
+    async def _io(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.io, call)
 
     async def CreateFineTuneJob(
         self, request: zpb.CreateFineTuneJobRequest, context: Context
     ) -> zpb.Job:
-        job = self.manager.create_finetune(
-            request.base_model,
-            request.dataset_id,
-            request.output_model,
-            convert.finetune_params(request.params),
+        params = convert.finetune_params(request.params)
+        job = await self._io(
+            lambda: self.manager.create_finetune(
+                request.base_model, request.dataset_id, request.output_model, params
+            )
         )
         return convert.job(job)
 
     async def CreateExportJob(
         self, request: zpb.CreateExportJobRequest, context: Context
     ) -> zpb.Job:
-        job = self.manager.create_export(
-            request.model, request.weights, request.input, request.output_model, request.version
+        r = request
+        job = await self._io(
+            lambda: self.manager.create_export(
+                r.model, r.weights, r.input, r.output_model, r.version
+            )
         )
         return convert.job(job)
 
     async def GetJob(self, request: zpb.GetJobRequest, context: Context) -> zpb.Job:
-        return convert.job(self.manager.get(request.id))
+        return convert.job(await self._io(lambda: self.manager.get(request.id)))
 
     async def ListJobs(
         self, request: zpb.ListJobsRequest, context: Context
     ) -> zpb.ListJobsResponse:
-        jobs = self.manager.jobs(request.state, request.limit)
+        jobs = await self._io(lambda: self.manager.jobs(request.state, request.limit))
         return zpb.ListJobsResponse(jobs=[convert.job(j) for j in jobs])
 
     async def CancelJob(self, request: zpb.CancelJobRequest, context: Context) -> zpb.Job:
-        return convert.job(self.manager.cancel(request.id))
+        return convert.job(await self._io(lambda: self.manager.cancel(request.id)))
 
     async def WatchJob(
         self, request: zpb.WatchJobRequest, context: Context
     ) -> AsyncIterator[zpb.JobEvent]:
         after = request.after_event
-        while True:
+
+        def poll(after: int) -> tuple[bool, list[Any]]:
             ended = self.manager.get(request.id).state.terminal  # read before the events
-            for event in self.manager.events(request.id, after):
+            return ended, self.manager.events(request.id, after)
+
+        while True:
+            ended, events = await self._io(functools.partial(poll, after))
+            for event in events:
                 yield convert.job_event(event)
                 after = event.seq
             if ended:

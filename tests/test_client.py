@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -210,3 +212,77 @@ def test_bad_finetune_params_create_nothing(idle_job_server, tmp_path: Path) -> 
             "MobileNetV2", dataset, "pets", weights="none", base_kwargs={"alpha": 0.35}
         )
         assert job.params["params"]["base_kwargs"] == {"alpha": 0.35}
+
+
+def stalled_upload(channel: grpc.Channel, release: threading.Event):
+    """An UploadDataset that sends one 4 KiB chunk and then nothing until ``release``."""
+
+    def messages():
+        yield zpb.UploadDatasetRequest(chunk=b"\0" * 4096, filename="slow.zip")
+        release.wait(60)
+
+    upload = channel.stream_unary(
+        "/zoo.v1.Datasets/UploadDataset",
+        request_serializer=zpb.UploadDatasetRequest.SerializeToString,
+        response_deserializer=zpb.Dataset.FromString,
+    )
+    return upload.future(messages(), timeout=60)
+
+
+def test_stalled_uploads_are_bounded_and_starve_nothing(
+    served_repository: Path, tmp_path: Path
+) -> None:
+    from serving import start_server
+
+    running = start_server(
+        served_repository, tmp_path,
+        env={"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": "0", "ZOO_MAX_UPLOADS": "8",
+             "ZOO_UPLOAD_IDLE_S": "3"},
+    )  # fmt: skip
+    release = threading.Event()
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stalled = [stalled_upload(channel, release) for _ in range(8)]
+            time.sleep(0.5)  # all eight are in the server, each waiting for its next chunk
+            with ZooClient(running.address, timeout=20) as zoo:
+                # the ninth is refused at once; inference, Classify and loads still answer
+                with pytest.raises(errors.ResourceExhausted, match="8 dataset uploads"):
+                    zoo.upload_dataset(small_dataset(tmp_path / "pets"))
+                x = np.zeros((1, 64, 64, 3), np.uint8)
+                assert zoo.infer("mobilenetv2", x)["logits"].shape == (1, 1000)
+                assert zoo.classify(x[0], "mobilenetv2", top_k=1).top.index >= 0
+                zoo.load("mobilenetv2")
+            # each stalled upload is dropped after upload_idle_s, with a status saying why
+            for future in stalled:
+                with pytest.raises(grpc.RpcError) as info:
+                    future.result(timeout=30)
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert "sent nothing for 3 s" in info.value.details()
+            with ZooClient(running.address) as zoo:  # and their slots are free again
+                assert zoo.upload_dataset(small_dataset(tmp_path / "cats")).images == 6
+    finally:
+        release.set()
+        running.stop()
+
+
+def test_shutdown_ends_uploads_in_progress(served_repository: Path, tmp_path: Path) -> None:
+    from serving import start_server
+
+    running = start_server(
+        served_repository, tmp_path,
+        env={"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": "0",
+             "ZOO_GRACE_SECONDS": "120"},
+    )  # fmt: skip
+    release = threading.Event()
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            upload = stalled_upload(channel, release)
+            time.sleep(0.5)
+            assert running.stop(timeout=100) == 0
+            with pytest.raises(grpc.RpcError) as info:
+                upload.result(timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in info.value.details()  # ended, not left to the 120 s grace
+        assert "ended 1 dataset upload(s) in progress" in running.log.read_text()
+    finally:
+        release.set()

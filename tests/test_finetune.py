@@ -240,11 +240,11 @@ def test_bad_uploads_and_job_requests(job_server, digits, tmp_path: Path) -> Non
                 errors.InvalidArgument,
                 "is the name of a catalog model",
             ),
-            ({"epochs": -1}, errors.InvalidArgument, "epochs must be >= 1; received -1"),
+            ({"epochs": -1}, errors.InvalidArgument, "epochs must be in 1..1000; received -1"),
             (
                 {"learning_rate": -0.1},
                 errors.InvalidArgument,
-                r"learning_rate must be > 0; received -0\.1",
+                r"learning_rate must be in \(0, 10\]; received -0\.1",
             ),
         ]:
             args = {"base": BASE, "dataset": dataset.id, "output_model": "ok", **kwargs}

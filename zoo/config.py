@@ -109,6 +109,13 @@ class ServerConfig:
     max_upload_bytes: int = field(
         default=2 * 2**30, metadata={"help": "Largest dataset archive accepted."}
     )
+    max_uploads: int = field(
+        default=4,
+        metadata={"help": "Dataset uploads received at once; more are RESOURCE_EXHAUSTED."},
+    )
+    upload_idle_s: float = field(
+        default=60.0, metadata={"help": "An upload that sends nothing this long is dropped."}
+    )
 
     @property
     def database_url(self) -> str:
@@ -125,9 +132,11 @@ class ServerConfig:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidArgument("TLS needs both tls_cert and tls_key")
+        if not self.upload_idle_s > 0:
+            raise InvalidArgument(f"upload_idle_s must be > 0; received {self.upload_idle_s}")
         if self.log_format not in ("text", "json"):
             raise InvalidArgument(f"log_format must be text or json; received {self.log_format!r}")
-        for name in ("port", "max_message_bytes", "max_image_pixels", "workers"):
+        for name in ("port", "max_message_bytes", "max_image_pixels", "workers", "max_uploads"):
             minimum = 0 if name in ("port", "workers") else 1
             if getattr(self, name) < minimum:
                 raise InvalidArgument(
