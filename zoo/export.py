@@ -14,11 +14,12 @@ import hashlib
 import json
 import os
 import platform
+import selectors
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,29 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _run_child(request: dict[str, Any], workdir: Path, progress: Progress | None) -> dict[str, Any]:
+def _lines(process: subprocess.Popen[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
+    """The child's stdout lines; kills it and raises Cancelled once ``should_stop()``."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            if should_stop is not None and should_stop():
+                process.kill()
+                process.wait()
+                raise errors.Cancelled("the export was cancelled; nothing was published")
+            if selector.select(timeout=0.25):
+                line = process.stdout.readline()  # the child writes whole lines, flushed
+                if not line:
+                    return
+                yield line
+
+
+def _run_child(
+    request: dict[str, Any],
+    workdir: Path,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     request_path = workdir / "request.json"
     request_path.write_text(json.dumps(request))
     with tempfile.TemporaryFile(mode="w+") as stderr:
@@ -88,8 +111,7 @@ def _run_child(request: dict[str, Any], workdir: Path, progress: Progress | None
             env={**os.environ, **child_env(), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         final: dict[str, Any] | None = None
-        assert process.stdout is not None
-        for line in process.stdout:
+        for line in _lines(process, should_stop):
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
@@ -143,6 +165,7 @@ def export_model(
     allow_download: bool = False,
     progress: Progress | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     **constructor_kwargs: Any,
 ) -> ExportResult:
     """Export a model to ``<repository>/<model_name>/<version>/model.onnx``, verified.
@@ -168,6 +191,8 @@ def export_model(
         allow_download: fetch missing ImageNet weights. Defaults to False.
         progress: called with (stage, message) while the child works.
         extra_manifest: merged into zoo.json (e.g. training history of a fine-tune).
+        should_stop: polled while the child works; once it returns True the child is killed,
+            nothing is published and ``Cancelled`` is raised (a cancelled export job).
         **constructor_kwargs: passed to the Keras constructor (e.g. ``alpha=0.35``).
 
     Raises:
@@ -251,7 +276,7 @@ def export_model(
             "output": str(model_file),
             "rel_tol": rel_tol,
         }
-        result = _run_child(request, staged, progress)
+        result = _run_child(request, staged, progress, should_stop)
         verification = result["verification"]
         if not verification["passed"]:
             raise errors.FailedPrecondition(
@@ -260,6 +285,8 @@ def export_model(
                 f"{verification['tolerance']:.3g}, top-1 agreement "
                 f"{verification['top1_agreement']:.0%}"
             )
+        if should_stop is not None and should_stop():
+            raise errors.Cancelled("the export was cancelled; nothing was published")
         if progress is not None:
             progress("publish", "writing the version into the repository")
         manifest = _manifest(spec, source, result, model_file, input, mode, labels)

@@ -2,7 +2,8 @@
 
 Started by a worker (``zoo.worker``), it reads the job from the store, runs it (fine-tuning
 then export, or export alone) and records every event and the final state there itself.
-SIGUSR1 asks it to stop at the next batch (a cancel); it then ends the job CANCELLED.
+SIGUSR1 asks it to stop (a cancel): training stops at the next batch, an export kills its
+own child process and publishes nothing; the job then ends CANCELLED.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
             }
         },
         progress=lambda _stage, message: report("log", {"message": message}),
+        should_stop=should_stop,
     )
     return {
         "model": exported.model,
@@ -110,6 +112,7 @@ def run_export(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, An
         input=p.get("input", "uint8"),
         weights_dir=setup.get("weights_dir"),
         progress=log,
+        should_stop=should_stop,
     )
     return result.to_dict()
 
