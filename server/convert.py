@@ -149,13 +149,48 @@ def infer_response(
     response = pb.ModelInferResponse(
         model_name=model.name, model_version=str(model.version), id=request.id
     )
+    class_counts = {
+        o.name: o.parameters["classification"] for o in request.outputs
+        if "classification" in o.parameters
+    }  # fmt: skip
     for name, array in outputs.items():
+        if name in class_counts:
+            top = classification(name, array, class_counts[name], model.labels)
+            response.outputs.add(name=name, datatype="BYTES", shape=list(top.shape))
+            response.raw_output_contents.append(
+                b"".join(len(s).to_bytes(4, "little") + s for s in top.ravel())
+            )
+            continue
         info = next(o for o in model.outputs if o.name == name)
         response.outputs.add(name=name, datatype=info.datatype, shape=list(array.shape))
         response.raw_output_contents.append(
             np.ascontiguousarray(array, "<" + array.dtype.str[1:]).tobytes()
         )
     return response
+
+
+def classification(
+    name: str, array: np.ndarray, parameter: pb.InferParameter, labels: list[str]
+) -> np.ndarray:
+    """Triton's classification extension: the top k of each row as "value:index[:label]"."""
+    k = parameter.int64_param if parameter.WhichOneof("parameter_choice") == "int64_param" else 0
+    classes = array.shape[-1] if array.ndim == 2 else 0
+    if not classes or not 1 <= k <= classes:
+        raise InvalidArgument(
+            f"output {clip(name)!r}: classification needs an int64 class count from 1 to "
+            f"{classes} on a [batch, classes] output; received {clip(str(parameter).strip())!r} "
+            f"for shape {list(array.shape)}"
+        )
+    rows = []
+    for row in array:
+        top = np.argsort(-row, kind="stable")[:k]
+        rows.append(
+            [
+                (f"{row[i]:f}:{i}" + (f":{labels[i]}" if i < len(labels) else "")).encode()
+                for i in top
+            ]
+        )
+    return np.array(rows, dtype=object)
 
 
 def tensor_metadata(info: TensorInfo) -> pb.ModelMetadataResponse.TensorMetadata:

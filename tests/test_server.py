@@ -272,3 +272,35 @@ def test_requested_outputs_by_name_and_order(server, served_repository: Path, as
         np.testing.assert_allclose(got, expected[output.name], rtol=1e-5, atol=1e-6)
     # logits and probabilities differ, so a swapped label would fail the comparison above
     assert not np.allclose(expected["logits"], expected["probabilities"], atol=1e-3)
+
+
+def test_classification_extension_through_tritonclient(server, served_repository: Path) -> None:
+    import tritonclient.grpc as tc
+
+    from zoo.labels import imagenet_labels
+
+    x = np.random.default_rng(8).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    session = ort.InferenceSession(str(served_repository / "mobilenetv2/1/model.onnx"))
+    logits, probabilities = session.run(["logits", "probabilities"], {"image": x})
+    client = tc.InferenceServerClient(server.address)
+    image = tc.InferInput("image", list(x.shape), "UINT8")
+    image.set_data_from_numpy(x)
+    asked = [tc.InferRequestedOutput("probabilities", class_count=3),
+             tc.InferRequestedOutput("logits")]  # fmt: skip
+    result = client.infer("mobilenetv2", [image], outputs=asked)
+    top = result.as_numpy("probabilities")
+    assert top.shape == (3, 3)
+    labels = imagenet_labels()
+    for row, expected in zip(top, probabilities, strict=True):
+        entries = [entry.decode().split(":", 2) for entry in row]
+        indices = [int(i) for _, i, _ in entries]
+        assert indices == list(np.argsort(-expected, kind="stable")[:3])
+        assert [label for _, _, label in entries] == [labels[i] for i in indices]
+        np.testing.assert_allclose([float(v) for v, _, _ in entries], expected[indices], atol=1e-6)
+    np.testing.assert_array_equal(result.as_numpy("logits"), logits)  # others stay tensors
+
+    with pytest.raises(tc.InferenceServerException) as info:
+        client.infer("mobilenetv2", [image],
+                     outputs=[tc.InferRequestedOutput("probabilities", class_count=1001)])  # fmt: skip
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "classification needs an int64 class count from 1 to 1000" in info.value.message()
