@@ -654,3 +654,7 @@ def main(argv: list[str] | None = None) -> None:
     except ServerError as e:  # an error the server answered with, or an unreachable server
         err.print(f"zoo: error: {type(e).__name__}: {e.message}", markup=False)
         sys.exit(1)
+    except OSError as e:  # a directory or file this process cannot use: one line, no traceback
+        where = f": {e.filename}" if e.filename else ""
+        err.print(f"zoo: error: {e.strerror or e}{where}", markup=False)
+        sys.exit(1)

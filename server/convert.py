@@ -193,6 +193,17 @@ def classification(
     return np.array(rows, dtype=object)
 
 
+def refuse_load_parameters(request: pb.RepositoryModelLoadRequest) -> None:
+    """Triton's load parameters (``config`` overrides, ``file:...`` contents) are refused, not
+    ignored: models come from the repository as exported, with their own config."""
+    if request.parameters:
+        names = ", ".join(repr(clip(k, 40)) for k in sorted(request.parameters)[:5])
+        raise InvalidArgument(
+            f"RepositoryModelLoad parameters are not supported (received {names}); this server "
+            "loads the model's newest version from its repository as exported"
+        )
+
+
 def tensor_metadata(info: TensorInfo) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(
         name=info.name, datatype=info.datatype, shape=list(info.shape)

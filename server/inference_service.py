@@ -101,6 +101,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
+        convert.refuse_load_parameters(request)
         await self.plane.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 

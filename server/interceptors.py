@@ -123,6 +123,16 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None, method: str) -> Any:
     return parse
 
 
+async def _storage_error(context: grpc.aio.ServicerContext, error: OSError) -> None:
+    """A file system failure: logged in full here, told to the caller without server paths."""
+    log.error("storage error: %s", error)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"the server could not read or write its storage ({error.strerror or type(error).__name__}"
+        "); its operator sees the details in the server log",
+    )
+
+
 async def _refuse_malformed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
         if isinstance(request, MalformedRequest):
@@ -162,6 +172,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                             yield item
                     except errors.ZooError as e:
                         await context.abort(status_code(e), bounded(str(e)))
+                    except OSError as e:  # e.g. a data directory made read-only
+                        await _storage_error(context, e)
 
                 return stream
 
@@ -172,6 +184,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     return await behavior(request, context)
                 except errors.ZooError as e:
                     await context.abort(status_code(e), bounded(str(e)))
+                except OSError as e:  # e.g. a data directory made read-only
+                    await _storage_error(context, e)
 
             return unary
 

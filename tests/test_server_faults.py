@@ -314,3 +314,52 @@ def test_sigterm_under_load_completes_in_flight_requests(served_repository: Path
     # after SIGTERM new calls are refused (UNAVAILABLE), never cut off with a wrong answer
     assert all(r == "Unavailable" for r in refused), results
     assert "draining in-flight requests" in running.log.read_text()
+
+
+def test_load_parameters_are_refused_not_ignored(server) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        inference = pb_grpc.GRPCInferenceServiceStub(channel)
+        for key, value in [("config", '{"max_batch_size": 4}'), ("file:1/model.onnx", "x")]:
+            request = pb.RepositoryModelLoadRequest(model_name="mobilenetv2")
+            request.parameters[key].string_param = value
+            with pytest.raises(grpc.RpcError) as info:
+                inference.RepositoryModelLoad(
+                    request, timeout=30, metadata=(("authorization", f"Bearer {TOKEN}"),)
+                )
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"parameters are not supported (received '{key}')" in info.value.details()
+
+
+def test_unusable_data_directory_is_one_line_at_start(tmp_path: Path, zoo_cli) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    done = zoo_cli(
+        "serve", "-r", str(tmp_path / "repo"), "--port", "0", "--metrics-port", "-1",
+        env={"ZOO_DATA_DIR": str(blocker / "data")},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"zoo: error: Not a directory: {blocker / 'data'}" in done.stderr
+
+
+def test_storage_errors_are_internal_without_server_paths(served_repository, tmp_path) -> None:
+    import shutil
+
+    from serving import start_server
+
+    data = tmp_path / "data"
+    running = start_server(served_repository, tmp_path, env={"ZOO_DATA_DIR": str(data)})
+    try:
+        shutil.rmtree(data / "datasets")
+        (data / "datasets").write_text("the datasets directory became a file")
+        with ZooClient(running.address) as zoo:
+            with pytest.raises(errors.Internal) as info:
+                zoo.datasets()
+            assert "could not read or write its storage (Not a directory)" in info.value.message
+            assert str(tmp_path) not in info.value.message
+            assert zoo.ready()  # the server goes on
+    finally:
+        running.stop()
+    assert f"storage error: [Errno 20] Not a directory: '{data / 'datasets'}'" in (
+        running.log.read_text()
+    )
