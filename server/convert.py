@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,11 @@ DATATYPES: dict[str, tuple[np.dtype[Any], str]] = {
     "FP64": (np.dtype(np.float64), "fp64_contents"),
 }
 CONFIG_TYPES = {"UINT8": mc.TYPE_UINT8, "FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16}
+
+
+def deadline(time_remaining: float | None) -> float | None:
+    """The client's gRPC deadline as a ``time.monotonic()`` instant (None: it set none)."""
+    return None if time_remaining is None else time.monotonic() + time_remaining
 
 
 def parse_version(version: str | int) -> int | None:

@@ -62,7 +62,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         version = convert.parse_version(request.model_version)
         wanted = [o.name for o in request.outputs] or None
         model, outputs = await self.plane.infer(
-            request.model_name, version, convert.infer_inputs(request), wanted
+            request.model_name,
+            version,
+            convert.infer_inputs(request),
+            wanted,
+            convert.deadline(context.time_remaining()),
         )
         return convert.infer_response(request, model, outputs)
 

@@ -42,6 +42,14 @@ class _ModelCollector(Collector):
         batches = CounterMetricFamily(
             "zoo_batch_executions", "Executions by batch size", labels=[*labels, "batch_size"]
         )
+        rejected = CounterMetricFamily(
+            "zoo_inference_rejected", "Requests refused because the queue was full", labels=labels
+        )
+        expired = CounterMetricFamily(
+            "zoo_inference_expired",
+            "Requests dropped uncomputed: deadline or queue timeout passed while queued",
+            labels=labels,
+        )
         for s in self._stats():
             key = [s.name, str(s.version)]
             inferences.add_metric(key, s.inference_count)
@@ -49,6 +57,8 @@ class _ModelCollector(Collector):
             failures.add_metric(key, s.fail.count)
             queue.add_metric(key, s.queue.ns / 1e9)
             compute.add_metric(key, s.compute_infer.ns / 1e9)
+            rejected.add_metric(key, s.rejected)
+            expired.add_metric(key, s.expired)
             for size, batch in sorted(s.batches.items()):
                 batches.add_metric([*key, str(size)], batch.count)
         loaded = GaugeMetricFamily(
@@ -59,7 +69,8 @@ class _ModelCollector(Collector):
             loaded.add_metric([m.name, str(m.version), m.provider], 1)
         count = GaugeMetricFamily("zoo_models_loaded", "Model versions loaded")
         count.add_metric([], len(models))
-        yield from (inferences, executions, failures, queue, compute, batches, loaded, count)
+        yield from (inferences, executions, failures, queue, compute, batches, rejected, expired)
+        yield from (loaded, count)
 
 
 class Metrics:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from zoo.batching import DynamicBatcher
-from zoo.errors import Unavailable
+from zoo.errors import DeadlineExceeded, Unavailable
 from zoo.stats import ModelStats
 
 
@@ -243,3 +243,68 @@ def test_a_batch_leaves_one_queued_row_per_instance_in_reserve() -> None:
     asyncio.run(scenario())
     # three queued with a limit of 8: two leave together, one stays for the next run
     assert [c[0] for c in model.calls] == [[0], [1, 2], [3]]
+
+
+def test_a_full_queue_refuses_at_once_with_a_retry_estimate() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, stats, blocker = await busy(model, max_queue_size=3, row_seconds=0.010)
+        queued = [asyncio.ensure_future(b.submit(rows(i))) for i in range(1, 4)]
+        await asyncio.sleep(0.02)
+        with pytest.raises(Unavailable, match=r"3 requests queued, its limit .* about 30 ms"):
+            await b.submit(rows(9))
+        assert stats.rejected == 1
+        model.gate.set()
+        results = await asyncio.gather(blocker, *queued)
+        assert [r["y"].ravel().tolist() for r in results] == [[0], [2], [4], [6]]
+        assert (await b.submit(rows(5)))["y"].ravel().tolist() == [10]  # room again
+        await b.close()
+
+    asyncio.run(scenario())
+    assert 9 not in [v for call, _ in model.calls for v in call]  # never computed
+
+
+def test_requests_past_their_deadline_are_dropped_uncomputed() -> None:
+    import time
+
+    model = Model()
+
+    async def scenario() -> None:
+        b, stats, blocker = await busy(model)
+        soon = time.monotonic() + 0.05
+        late = [asyncio.ensure_future(b.submit(rows(i), deadline=soon)) for i in (1, 2)]
+        on_time = asyncio.ensure_future(b.submit(rows(3), deadline=time.monotonic() + 60))
+        untimed = asyncio.ensure_future(b.submit(rows(4)))
+        await asyncio.sleep(0.1)  # the two deadlines pass while the instance is busy
+        model.gate.set()
+        await blocker
+        for future in late:
+            with pytest.raises(DeadlineExceeded, match="waited in the queue past its deadline"):
+                await future
+        assert (await on_time)["y"].ravel().tolist() == [6]
+        assert (await untimed)["y"].ravel().tolist() == [8]
+        assert stats.expired == 2 and stats.fail.count == 2
+        await b.close()
+
+    asyncio.run(scenario())
+    assert [call for call, _ in model.calls] == [[0], [3], [4]]  # 1 and 2 never ran
+
+
+def test_queue_timeout_applies_without_a_client_deadline() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, stats, blocker = await busy(model, queue_timeout_s=0.05)
+        waiting = asyncio.ensure_future(b.submit(rows(1)))
+        await asyncio.sleep(0.1)
+        model.gate.set()
+        await blocker
+        with pytest.raises(DeadlineExceeded):
+            await waiting
+        assert stats.expired == 1
+        assert (await b.submit(rows(2)))["y"].ravel().tolist() == [4]  # fresh ones run
+        await b.close()
+
+    asyncio.run(scenario())
+    assert [call for call, _ in model.calls] == [[0], [2]]

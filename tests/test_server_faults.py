@@ -363,3 +363,66 @@ def test_storage_errors_are_internal_without_server_paths(served_repository, tmp
     assert f"storage error: [Errno 20] Not a directory: '{data / 'datasets'}'" in (
         running.log.read_text()
     )
+
+
+def test_overload_is_shed_by_queue_size_and_deadlines(served_repository, tmp_path) -> None:
+    """One instance and a queue of 2: a burst past the queue is refused at once; requests
+    whose deadline passes while queued are dropped uncomputed; the rest are answered."""
+    import asyncio
+
+    from serving import start_server
+
+    def server(queue_size: int):
+        return start_server(
+            served_repository, tmp_path, "--eager", "mobilenetv2",
+            env={"ZOO_MODEL_INSTANCES": "1", "ZOO_MAX_BATCH_SIZE": "64",
+                 "ZOO_MAX_QUEUE_SIZE": str(queue_size)},
+        )  # fmt: skip
+
+    async def burst(batch: int, count: int, timeout: float) -> list[tuple[str, str]]:
+        request = with_input(shape=[batch, 64, 64, 3], raw=bytes(batch * 12288))
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+
+            async def one() -> tuple[str, str]:
+                try:
+                    await infer(request, timeout=timeout)
+                    return "OK", ""
+                except grpc.aio.AioRpcError as e:
+                    return e.code().name, e.details() or ""
+
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+    def statistics() -> pb.ModelStatistics:
+        with grpc.insecure_channel(running.address) as channel:
+            return (
+                pb_grpc.GRPCInferenceServiceStub(channel)
+                .ModelStatistics(pb.ModelStatisticsRequest(name="mobilenetv2"), timeout=30)
+                .model_stats[0]
+            )
+
+    running = server(queue_size=2)
+    try:
+        # 12 requests of 4 parts each against 1 computing + 2 queued: most are refused
+        queued = asyncio.run(burst(256, 12, timeout=60))
+    finally:
+        assert running.stop() == 0
+    refused = [d for code, d in queued if code == "UNAVAILABLE"]
+    assert {code for code, _ in queued} <= {"OK", "UNAVAILABLE"}, queued
+    assert refused and all("its limit (max_queue_size); retry in about" in d for d in refused)
+
+    running = server(queue_size=0)  # no limit: only deadlines shed load
+    try:
+        # 60 one-batch requests with 0.3 s deadlines: several times what one instance
+        # computes in that time
+        late = asyncio.run(burst(64, 60, timeout=0.3))
+        computed = statistics().inference_count
+    finally:
+        assert running.stop() == 0
+    codes = [code for code, _ in late]
+    assert set(codes) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}, codes
+    assert "DEADLINE_EXCEEDED" in codes
+    # rows computed: the answered requests, plus at most the one batch that was computing
+    # when its deadline passed; nothing that expired in the queue was computed
+    answered = 64 * codes.count("OK")
+    assert answered <= computed <= answered + 64, (computed, codes)

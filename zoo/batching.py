@@ -15,12 +15,17 @@ rows joined in order. With ``spread`` (a CPU, where runs side by side on one cor
 one run on all cores), a multi-row request that finds the model idle is cut into one part per
 instance. With batching off, every request or part computes alone, in the same queue.
 
-A cancelled request (client gone, deadline passed) leaves the queue and is never computed.
+A cancelled request (client gone) leaves the queue and is never computed. Overload is shed by
+policy, as Triton's queue policy does: past ``max_queue_size`` queued requests a new one is
+refused at once (UNAVAILABLE, with an estimate of when to retry), and a request whose deadline
+(the client's, or ``queue_timeout`` after it arrived) passes while it waits is dropped
+uncomputed with DEADLINE_EXCEEDED, counted in the model's statistics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoo.errors import Unavailable
+from zoo.errors import DeadlineExceeded, Unavailable
 from zoo.stats import ModelStats
 
 log = logging.getLogger("zoo.batching")
@@ -46,6 +51,8 @@ class _Pending:
     rows: np.ndarray
     future: asyncio.Future[Outputs]
     part_of_split: bool = False
+    deadline: float | None = None  # time.monotonic(); past it the request is dropped
+    future_group: object = None  # the same object for every part of one request
     cancelled: bool = False  # set on the event loop, read by instances (under the lock)
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     started_ns: int = 0  # when its batch began computing
@@ -65,6 +72,9 @@ class DynamicBatcher:
         enabled: bool = True,
         spread: bool = False,
         name: str = "batcher",
+        max_queue_size: int = 0,
+        queue_timeout_s: float = 0.0,
+        row_seconds: float = 0.0,
     ) -> None:
         self._run = run
         self._stats = stats
@@ -73,6 +83,9 @@ class DynamicBatcher:
         self.instances = instances
         self.enabled = enabled
         self.spread = spread
+        self.max_queue_size = max_queue_size
+        self.queue_timeout_s = queue_timeout_s
+        self._row_seconds = row_seconds  # for the retry estimate of a refused request
         self._name = name
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Condition()
@@ -82,15 +95,27 @@ class DynamicBatcher:
         self._threads: list[threading.Thread] = []
 
     # -- the event loop's side -----------------------------------------------------
-    async def submit(self, rows: np.ndarray) -> Outputs:
-        """Compute ``rows`` (batch first) as part of a batch; returns this request's rows."""
+    async def submit(self, rows: np.ndarray, deadline: float | None = None) -> Outputs:
+        """Compute ``rows`` (batch first) as part of a batch; returns this request's rows.
+
+        ``deadline`` (``time.monotonic()``), if given, is the caller's: a request still
+        queued then is dropped with DeadlineExceeded, never computed.
+        """
+        if self.queue_timeout_s:
+            timeout = time.monotonic() + self.queue_timeout_s
+            deadline = timeout if deadline is None else min(deadline, timeout)
         with self._lock:
             if self._closed:
                 raise Unavailable(f"model {self._name} was just unloaded; retry")
             if not self._threads:
                 self._start_instances()
+            self._refuse_if_full()
             parts = self._parts(rows)
-            pending = [_Pending(p, self._loop.create_future(), len(parts) > 1) for p in parts]
+            group = object()
+            pending = [
+                _Pending(p, self._loop.create_future(), len(parts) > 1, deadline, group)
+                for p in parts
+            ]
             self._queue.extend(pending)
             self._lock.notify(len(pending))
         try:
@@ -112,6 +137,21 @@ class DynamicBatcher:
         if len(results) == 1:
             return results[0]
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+
+    def _refuse_if_full(self) -> None:
+        """Unavailable when ``max_queue_size`` requests wait already; call under the lock."""
+        if not self.max_queue_size:
+            return
+        waiting = len({id(p.future_group) for p in self._queue if not p.cancelled})
+        if waiting < self.max_queue_size:
+            return
+        self._stats.record_rejected()
+        rows = self._queued_rows()
+        retry_ms = max(1, round(1000 * rows * self._row_seconds / max(1, self.instances)))
+        raise Unavailable(
+            f"model {self._name} has {waiting} requests queued, its limit (max_queue_size); "
+            f"retry in about {retry_ms} ms"
+        )
 
     def _parts(self, rows: np.ndarray) -> list[np.ndarray]:
         """``rows`` cut into the parts that queue separately (usually just ``rows``)."""
@@ -163,6 +203,25 @@ class DynamicBatcher:
     def _queued_rows(self) -> int:
         return sum(len(p.rows) for p in self._queue if not p.cancelled)
 
+    def _drop_expired(self) -> None:
+        """Fail queued requests whose deadline has passed; they are never computed."""
+        now = time.monotonic()
+        expired = [
+            p for p in self._queue
+            if not p.cancelled and p.deadline is not None and p.deadline < now
+        ]  # fmt: skip
+        if not expired:
+            return
+        for p in expired:
+            p.cancelled = True
+        self._stats.record_expired(len(expired))
+        error = DeadlineExceeded(
+            f"model {self._name}: the request waited in the queue past its deadline "
+            "(the client's, or queue_timeout_ms) and was not computed"
+        )
+        with contextlib.suppress(RuntimeError):  # no loop: the server is shutting down
+            self._loop.call_soon_threadsafe(self._deliver, expired, None, error)
+
     def _take_batch(self) -> list[_Pending]:
         # Leave one row queued per instance, so that the next instance to finish finds work
         # while answers travel back to their clients and new requests travel in; without
@@ -206,6 +265,7 @@ class DynamicBatcher:
                     return
                 if self.enabled and self.max_queue_delay_s > 0:
                     self._wait_for_company()
+                self._drop_expired()
                 batch = self._take_batch()
                 if not batch:
                     continue

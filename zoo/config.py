@@ -70,6 +70,20 @@ class ServerConfig:
             "while the previous one computes)."
         },
     )
+    max_queue_size: int = field(
+        default=128,
+        metadata={
+            "help": "Requests one model version may hold queued; more are UNAVAILABLE at "
+            "once (0: no limit)."
+        },
+    )
+    queue_timeout_ms: int = field(
+        default=0,
+        metadata={
+            "help": "Longest a request may wait queued, milliseconds; the client's deadline "
+            "applies too (0: the deadline alone)."
+        },
+    )
     model_instances: int = field(
         default=0,
         metadata={
@@ -122,7 +136,10 @@ class ServerConfig:
         return self.database or str(self.data_dir / "jobs.db")
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "model_instances", "max_queue_delay_us"):
+        for name in (
+            "max_batch_size", "model_instances", "max_queue_delay_us", "max_queue_size",
+            "queue_timeout_ms",
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0; received {getattr(self, name)}")
         unknown = [p for p in self.providers if p not in PROVIDERS]

@@ -233,6 +233,9 @@ class DataPlane:
             enabled=self.config.dynamic_batching,
             spread=model.single_thread_session is not None and instances > 1,
             name=f"{model.name}-{model.version}",
+            max_queue_size=self.config.max_queue_size,
+            queue_timeout_s=self.config.queue_timeout_ms / 1000,
+            row_seconds=model.row_seconds,
         )
         self._batchers[key] = (model, batcher)
         log.info(
@@ -253,8 +256,12 @@ class DataPlane:
         version: int | None,
         inputs: dict[str, np.ndarray],
         outputs: list[str] | None = None,
+        deadline: float | None = None,
     ) -> tuple[LoadedModel, dict[str, np.ndarray]]:
-        """Run one request; ``inputs`` maps input names to arrays (batch first)."""
+        """Run one request; ``inputs`` maps input names to arrays (batch first).
+
+        ``deadline`` (``time.monotonic()``): the caller's; past it a queued request is dropped.
+        """
         model = await self.model(name, version)
         rows = self.validate_inputs(model, inputs)
         wanted = outputs or [o.name for o in model.outputs]
@@ -264,7 +271,7 @@ class DataPlane:
                 f"model {model.name!r} has no output {unknown[0]!r}; "
                 f"outputs are {[o.name for o in model.outputs]}"
             )
-        result = await self._batcher(model).submit(rows)
+        result = await self._batcher(model).submit(rows, deadline)
         return model, {k: result[k] for k in wanted}
 
     @staticmethod

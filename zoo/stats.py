@@ -36,6 +36,8 @@ class ModelStats:
     inference_count: int = 0  # rows (images) computed
     execution_count: int = 0  # ONNX Runtime calls
     last_inference_ms: int = 0
+    rejected: int = 0  # refused at once: the queue was full
+    expired: int = 0  # dropped uncomputed: their deadline or queue timeout passed
     batches: dict[int, BatchStats] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -48,6 +50,14 @@ class ModelStats:
     def record_failure(self, ns: int) -> None:
         with self._lock:
             self.fail.add(ns)
+
+    def record_rejected(self) -> None:
+        with self._lock:
+            self.rejected += 1
+
+    def record_expired(self, count: int) -> None:
+        with self._lock:
+            self.expired += count
 
     def record_batch(self, rows: int, compute_ns: int) -> None:
         with self._lock:
