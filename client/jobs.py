@@ -127,8 +127,10 @@ class Job:
 def finetune_request(
     base: str, dataset: str | DatasetInfo, output_model: str, params: dict[str, Any]
 ) -> zpb.CreateFineTuneJobRequest:
-    """``params`` are FineTuneParams fields (epochs=..., base_kwargs={...})."""
+    """``params`` are FineTuneParams fields (epochs=..., base_kwargs={...}), and
+    ``allow_other_source``."""
     fields = dict(params)
+    allow_other_source = bool(fields.pop("allow_other_source", False))
     base_kwargs = fields.pop("base_kwargs", {})
     message = zpb.FineTuneParams(**fields)
     message.base_kwargs.update(base_kwargs)
@@ -137,6 +139,7 @@ def finetune_request(
         dataset_id=dataset if isinstance(dataset, str) else dataset.id,
         output_model=output_model,
         params=message,
+        allow_other_source=allow_other_source,
     )
 
 

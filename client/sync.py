@@ -172,10 +172,19 @@ class ZooClient:
         input: str = "uint8",
         output_model: str = "",
         version: int = 0,
+        allow_other_source: bool = False,
     ) -> job_api.Job:
-        """Start an export job (the server never blocks on an export)."""
+        """Start an export job (the server never blocks on an export).
+
+        ``allow_other_source``: add the version even if ``output_model`` serves another model.
+        """
         request = zpb.CreateExportJobRequest(
-            model=model, weights=weights, input=input, output_model=output_model, version=version
+            model=model,
+            weights=weights,
+            input=input,
+            output_model=output_model,
+            version=version,
+            allow_other_source=allow_other_source,
         )
         return job_api.job_from(self._call(self._jobs.CreateExportJob, request), self)
 

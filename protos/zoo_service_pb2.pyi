@@ -194,30 +194,34 @@ class FineTuneParams(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., fine_tune_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., fine_tune_learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., unfreeze: _Optional[float] = ..., augment: _Optional[bool] = ..., validation_split: _Optional[float] = ..., patience: _Optional[int] = ..., dropout: _Optional[float] = ..., seed: _Optional[int] = ..., weights: _Optional[str] = ..., mixed_precision: _Optional[bool] = ..., base_kwargs: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class CreateFineTuneJobRequest(_message.Message):
-    __slots__ = ("base_model", "dataset_id", "output_model", "params")
+    __slots__ = ("base_model", "dataset_id", "output_model", "params", "allow_other_source")
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_MODEL_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_OTHER_SOURCE_FIELD_NUMBER: _ClassVar[int]
     base_model: str
     dataset_id: str
     output_model: str
     params: FineTuneParams
-    def __init__(self, base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., output_model: _Optional[str] = ..., params: _Optional[_Union[FineTuneParams, _Mapping]] = ...) -> None: ...
+    allow_other_source: bool
+    def __init__(self, base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., output_model: _Optional[str] = ..., params: _Optional[_Union[FineTuneParams, _Mapping]] = ..., allow_other_source: _Optional[bool] = ...) -> None: ...
 
 class CreateExportJobRequest(_message.Message):
-    __slots__ = ("model", "weights", "input", "output_model", "version")
+    __slots__ = ("model", "weights", "input", "output_model", "version", "allow_other_source")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_OTHER_SOURCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     weights: str
     input: str
     output_model: str
     version: int
-    def __init__(self, model: _Optional[str] = ..., weights: _Optional[str] = ..., input: _Optional[str] = ..., output_model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    allow_other_source: bool
+    def __init__(self, model: _Optional[str] = ..., weights: _Optional[str] = ..., input: _Optional[str] = ..., output_model: _Optional[str] = ..., version: _Optional[int] = ..., allow_other_source: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "state", "created_at", "updated_at", "started_at", "finished_at", "attempts", "worker", "error", "params_json", "result_json")

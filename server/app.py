@@ -39,6 +39,7 @@ from zoo.datasets import DatasetLimits, DatasetStore
 from zoo.errors import NotFound
 from zoo.jobmanager import JobManager
 from zoo.jobstore import JobStore
+from zoo.weights import cache_dir as weights_cache_dir
 from zoo.worker import Worker, WorkerSettings, visible_gpus
 
 log = logging.getLogger("zoo.server")
@@ -177,7 +178,12 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     datasets = DatasetStore(
         config.data_dir / "datasets", DatasetLimits(max_archive_bytes=config.max_upload_bytes)
     )
-    manager = JobManager(JobStore(config.database_url), datasets)
+    manager = JobManager(
+        JobStore(config.database_url),
+        datasets,
+        plane.repository,
+        weights_dirs=(weights_cache_dir(), config.data_dir / "weights"),
+    )
     # Job store and dataset calls get their own threads: a slow database or disk then
     # delays jobs and datasets, never inference (which uses the data plane's executor).
     jobs_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobs-io")

@@ -476,6 +476,11 @@ def finetune(
         [], "--base-arg", help="Keras constructor argument KEY=VALUE, e.g. alpha=0.35."
     ),
     wait: bool = typer.Option(False, "--wait", help="Follow the job until it ends."),
+    allow_other_source: bool = typer.Option(
+        False,
+        "--allow-other-source",
+        help="Add the version even if the output model serves another base or model.",
+    ),
     server: str = SERVER_OPTION,
     token: str | None = TOKEN_OPTION,
 ) -> None:
@@ -485,6 +490,8 @@ def finetune(
     params = _pairs(param, "--param")
     if base_arg:
         params["base_kwargs"] = _pairs(base_arg, "--base-arg")
+    if allow_other_source:
+        params["allow_other_source"] = True
     with ZooClient(server, token=token) as remote:
         job = remote.finetune(base, dataset, output, **params)
         out.print(f"job {job.id} {job.state}")

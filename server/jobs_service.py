@@ -143,7 +143,11 @@ class JobsService(zpb_grpc.JobsServicer):
         params = convert.finetune_params(request.params)
         job = await self._io(
             lambda: self.manager.create_finetune(
-                request.base_model, request.dataset_id, request.output_model, params
+                request.base_model,
+                request.dataset_id,
+                request.output_model,
+                params,
+                request.allow_other_source,
             )
         )
         return convert.job(job)
@@ -154,7 +158,7 @@ class JobsService(zpb_grpc.JobsServicer):
         r = request
         job = await self._io(
             lambda: self.manager.create_export(
-                r.model, r.weights, r.input, r.output_model, r.version
+                r.model, r.weights, r.input, r.output_model, r.version, r.allow_other_source
             )
         )
         return convert.job(job)

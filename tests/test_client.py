@@ -286,3 +286,54 @@ def test_shutdown_ends_uploads_in_progress(served_repository: Path, tmp_path: Pa
         assert "ended 1 dataset upload(s) in progress" in running.log.read_text()
     finally:
         release.set()
+
+
+def test_jobs_refuse_an_output_that_serves_another_model(
+    served_repository: Path, tmp_path: Path, keras_home: Path
+) -> None:
+    import shutil
+
+    from serving import start_server
+
+    repository = tmp_path / "repo"
+    shutil.copytree(served_repository / "mobilenetv2", repository / "mobilenetv2")
+    manifest_path = repository / "mobilenetv2" / "1" / "zoo.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["source"]["catalog_model"] = "MobileNetV2"  # as `zoo export MobileNetV2` writes
+    manifest_path.write_text(json.dumps(manifest))
+    shutil.copytree(repository / "mobilenetv2", repository / "pets")  # an export named pets
+    weights = keras_home / "models"
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "mine.weights.h5").write_bytes(b"not really weights")
+    running = start_server(
+        repository, tmp_path, env={"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": "0"}
+    )
+    try:
+        with ZooClient(running.address) as zoo:
+            # 'mobilenetv2' serves MobileNetV2: ResNet50 or a fine-tune must not land in it
+            with pytest.raises(errors.AlreadyExists, match="'mobilenetv2' serves MobileNetV2"):
+                zoo.export("ResNet50", weights="none", output_model="mobilenetv2")
+            dataset = zoo.upload_dataset(small_dataset(tmp_path / "pets"))
+            with pytest.raises(errors.AlreadyExists, match="a job making a fine-tune of"):
+                zoo.finetune("MobileNetV2", dataset, "pets", weights="none")
+            assert zoo.jobs() == []
+            # the same model, or an explicit yes, is fine
+            assert zoo.export("MobileNetV2", weights="none").state == "QUEUED"
+            forced = zoo.export(
+                "ResNet50", weights="none", output_model="mobilenetv2", allow_other_source=True
+            )
+            assert forced.params["model_name"] == "mobilenetv2"
+            # weights by path: only inside the weights directories, and a missing file reads
+            # like a forbidden one
+            inside = weights / "mine.weights.h5"
+            assert zoo.export("MobileNetV2", weights=str(inside)).params["weights"] == str(
+                inside.resolve()
+            )
+            messages = set()
+            for path in ("/etc/passwd", str(weights / "missing.h5"), "/nonexistent/x.h5"):
+                with pytest.raises(errors.InvalidArgument) as info:
+                    zoo.export("MobileNetV2", weights=path)
+                messages.add(str(info.value).replace(path, "PATH"))
+            assert len(messages) == 1, messages
+    finally:
+        running.stop()

@@ -3,26 +3,82 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from zoo.catalog import get_spec, list_models
 from zoo.catalog.options import check_options
 from zoo.datasets import DatasetStore
-from zoo.errors import InvalidArgument
+from zoo.errors import AlreadyExists, InvalidArgument, NotFound
 from zoo.export import INPUT_MODES
 from zoo.jobs import Job, JobEvent, JobKind, JobState
 from zoo.jobstore import JobStore
-from zoo.repository import MAX_VERSION, validate_model_name
+from zoo.repository import MAX_VERSION, Repository, validate_model_name
 from zoo.training import FineTuneParams
 
 
 class JobManager:
-    def __init__(self, store: JobStore, datasets: DatasetStore) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        datasets: DatasetStore,
+        repository: Repository | None = None,
+        weights_dirs: Sequence[Path] = (),
+    ) -> None:
+        """``repository``: where jobs publish (checked for name clashes); ``weights_dirs``:
+        the only directories an export may read a weights file from by path."""
         self.store = store
         self.datasets = datasets
+        self.repository = repository
+        self.weights_dirs = tuple(Path(d).resolve() for d in weights_dirs)
+
+    def _check_output(self, output: str, source: str, allow_other_source: bool) -> None:
+        """Refuse to add a version to a model that serves something else (a client of it
+        would silently get another network, maybe other classes), unless asked to."""
+        if self.repository is None or allow_other_source:
+            return
+        try:
+            manifest = self.repository.manifest(output)
+        except NotFound:
+            return  # a new model, or one without a manifest (not ours to judge)
+        training = manifest.get("training") or {}
+        served = (
+            f"a fine-tune of {training.get('base_model')}"
+            if training
+            else (manifest.get("source") or {}).get("catalog_model")
+        )
+        if served != source:
+            raise AlreadyExists(
+                f"model {output!r} serves {served or 'another model'}; a job making {source} "
+                "would add its newest version. Choose another output name, or set "
+                "allow_other_source to replace what it serves"
+            )
+
+    def _weights_path(self, weights: str) -> str:
+        """A weights file by path: only inside ``weights_dirs``, and a missing file answers as
+        an unreadable or forbidden one does, so the request cannot probe the file system."""
+        refusal = InvalidArgument(
+            f"weights {weights[:200]!r} is not 'imagenet', 'none' or a readable weights file "
+            f"in the server's weights directories ({', '.join(map(str, self.weights_dirs))})"
+        )
+        try:
+            path = Path(weights).resolve()
+            inside = any(path.is_relative_to(d) for d in self.weights_dirs)
+            if not inside or not path.is_file() or not os.access(path, os.R_OK):
+                raise refusal
+        except (OSError, ValueError):
+            raise refusal from None
+        return str(path)
 
     def create_finetune(
-        self, base_model: str, dataset_id: str, output_model: str, params: dict[str, Any]
+        self,
+        base_model: str,
+        dataset_id: str,
+        output_model: str,
+        params: dict[str, Any],
+        allow_other_source: bool = False,
     ) -> Job:
         spec = get_spec(base_model)  # NotFound with suggestions
         dataset = self.datasets.get(dataset_id)  # NotFound / InvalidArgument
@@ -36,6 +92,7 @@ class JobManager:
         checked = FineTuneParams.from_dict(params)  # InvalidArgument for bad values
         base_kwargs = check_options(spec, checked.base_kwargs, checked.weights == "imagenet")
         checked = dataclasses.replace(checked, base_kwargs=base_kwargs)
+        self._check_output(name, f"a fine-tune of {spec.name}", allow_other_source)
         return self.store.create(
             JobKind.FINETUNE,
             {
@@ -53,6 +110,7 @@ class JobManager:
         input: str = "uint8",
         output_model: str = "",
         version: int = 0,
+        allow_other_source: bool = False,
     ) -> Job:
         spec = get_spec(model)
         input = input or "uint8"  # the protocol's documented default for an empty field
@@ -65,11 +123,15 @@ class JobManager:
                 f"version must be 0 (the next free one) or a whole number up to {MAX_VERSION}; "
                 f"received {version}"
             )
+        weights = weights or "imagenet"
+        if weights not in ("imagenet", "none"):
+            weights = self._weights_path(weights)
+        self._check_output(output_model or spec.name.lower(), spec.name, allow_other_source)
         return self.store.create(
             JobKind.EXPORT,
             {
                 "model": spec.name,
-                "weights": None if weights == "none" else (weights or "imagenet"),
+                "weights": None if weights == "none" else weights,
                 "input": input or "uint8",
                 "model_name": output_model or None,
                 "version": version or None,
