@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune serve
+.PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune bench-requests serve
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -55,3 +55,8 @@ bench-serve: $(STAMP)
 
 bench-finetune: $(STAMP)
 	$(PY) -m bench.finetune
+
+# Server CPU per request with a native load generator (h2load, Debian's nghttp2-client).
+bench-requests: $(STAMP)
+	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+	$(PY) -m bench.requests

@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from protos import grpc_service_pb2, grpc_service_pb2_grpc, zoo_service_pb2, zoo_service_pb2_grpc
 from protos.pool import POOL
 from server.inference_service import InferenceService
-from server.interceptors import ErrorInterceptor, MetricsInterceptor, TokenInterceptor
+from server.interceptors import Guard
 from server.jobs_service import DatasetsService, JobsService
 from server.metrics import Metrics
 from server.zoo_service import ModelZooService
@@ -158,22 +158,20 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     plane = plane or DataPlane(config)
     metrics = Metrics()
     metrics.watch_models(plane.stats.all, plane.runtime.loaded)
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
-    if config.token:
-        interceptors.append(TokenInterceptor(config.token))
-    interceptors.append(ErrorInterceptor())
     limit = config.max_message_bytes
     server = grpc.aio.server(
-        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
         ],
     )
+    # Every service but reflection goes through the guard (see server.interceptors);
+    # reflection registers itself on the real server (it picks its servicer by server type).
+    guarded = Guard(metrics, config.token).registering(server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(plane), server
+        InferenceService(plane), guarded
     )
-    zoo_service_pb2_grpc.add_ModelZooServicer_to_server(ModelZooService(plane), server)
+    zoo_service_pb2_grpc.add_ModelZooServicer_to_server(ModelZooService(plane), guarded)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     datasets = DatasetStore(
         config.data_dir / "datasets", DatasetLimits(max_archive_bytes=config.max_upload_bytes)
@@ -188,9 +186,9 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     # delays jobs and datasets, never inference (which uses the data plane's executor).
     jobs_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobs-io")
     datasets_service = DatasetsService(datasets, jobs_io, config.max_uploads, config.upload_idle_s)
-    zoo_service_pb2_grpc.add_DatasetsServicer_to_server(datasets_service, server)
-    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager, jobs_io), server)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), server)
+    zoo_service_pb2_grpc.add_DatasetsServicer_to_server(datasets_service, guarded)
+    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager, jobs_io), guarded)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), guarded)
     reflection.enable_server_reflection(
         (
             *SERVICE_NAMES,

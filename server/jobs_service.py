@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -14,7 +13,7 @@ from protos import zoo_service_pb2 as zpb
 from protos import zoo_service_pb2_grpc as zpb_grpc
 from server import convert
 from zoo.datasets import DatasetStore
-from zoo.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from zoo.errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable, ZooError
 from zoo.jobmanager import JobManager
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
@@ -26,6 +25,8 @@ WATCH_POLL_S = 0.5
 class _Upload:
     queue: asyncio.Queue[bytes | BaseException | None]
     feeding: asyncio.Task[None] | None = None
+    closing: asyncio.Task[None] | None = None
+    received: bool = False  # the receiving thread has finished
 
 
 class DatasetsService(zpb_grpc.DatasetsServicer):
@@ -68,6 +69,7 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
         async def feed() -> None:
             nonlocal filename
             messages = aiter(request_iterator)
+            end: BaseException | None = None  # None: the archive is complete
             try:
                 while True:
                     try:
@@ -77,14 +79,22 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
                     filename = filename or message.filename
                     if message.chunk:
                         await upload.queue.put(message.chunk)
-                await upload.queue.put(None)
             except TimeoutError:
-                await upload.queue.put(
-                    DeadlineExceeded(
-                        f"the upload sent nothing for {self.idle_s:g} s (upload_idle_s); "
-                        "it was dropped"
-                    )
+                end = DeadlineExceeded(
+                    f"the upload sent nothing for {self.idle_s:g} s (upload_idle_s); it was dropped"
                 )
+            except ZooError as e:  # an undecodable message
+                end = e
+            except asyncio.CancelledError:
+                end = Unavailable("the upload was ended: the server is shutting down")
+                raise
+            except Exception as e:  # the client went away mid-stream
+                end = Cancelled(f"the upload stream broke off: {type(e).__name__}")
+            finally:
+                # Unless the thread is done already, it must learn how the stream ended, even
+                # with a full queue, so the end goes in by a task of its own.
+                if not upload.received:
+                    upload.closing = loop.create_task(upload.queue.put(end))
 
         self._active.add(upload)
         upload.feeding = loop.create_task(feed())
@@ -93,6 +103,7 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
                 self._receivers, lambda: self.datasets.add(chunks(), filename)
             )
         finally:
+            upload.received = True
             upload.feeding.cancel()
             self._active.discard(upload)
         return convert.dataset(dataset)
@@ -101,9 +112,7 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
         """End every upload in progress (server shutdown); returns how many there were."""
         for upload in list(self._active):
             if upload.feeding is not None:
-                upload.feeding.cancel()
-            with contextlib.suppress(asyncio.QueueFull):
-                upload.queue.put_nowait(Unavailable("the server is shutting down"))
+                upload.feeding.cancel()  # its end (Unavailable) reaches the receiving thread
         return len(self._active)
 
     def close(self) -> None:
