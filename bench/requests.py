@@ -174,7 +174,10 @@ def run(requests: int, clients: int, rounds: int) -> dict[str, Any]:
             (model, batch): payload(model, batch, Path(tmp) / f"{model}-{batch}.bin")
             for model, batch in (("noop", 1), ("noop", 8), ("mobilenetv2", 1), ("mobilenetv2", 8))
         }
-        zoo = start_server(repo, Path(tmp), "--eager", "*", "--metrics-port", "-1")
+        zoo = start_server(
+            repo, Path(tmp), "--eager", "*", "--metrics-port", "-1",
+            env={"ZOO_WORKERS": "0", "ZOO_DATA_DIR": str(Path(tmp) / "data")},
+        )  # fmt: skip
         try:
             for _ in range(rounds):  # interleaved, so drift hits every contender alike
                 for batch in (1, 8):

@@ -200,6 +200,8 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
         "# Serving benchmark",
         "",
         f"Measured {dt.date.today().isoformat()} on {machine()} with `make bench-serve`. "
+        "(Server CPU per request, measured with a native load generator, is in "
+        "[requests.md](requests.md).) "
         "Two servers (`zoo serve`, dynamic batching on and off; at 16 clients a third with "
         "batches forced up to 8 rows) run in their own processes; "
         "a load generator in this process drives them over loopback gRPC (grpc.aio, v2 "

@@ -308,3 +308,23 @@ def test_queue_timeout_applies_without_a_client_deadline() -> None:
 
     asyncio.run(scenario())
     assert [call for call, _ in model.calls] == [[0], [2]]
+
+
+def test_a_run_shorter_than_the_thread_hop_computes_on_the_callers_thread() -> None:
+    seen: list[str] = []
+
+    def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
+        seen.append(threading.current_thread().name)
+        return {"y": rows * 2}
+
+    async def scenario() -> None:
+        for row_seconds in (20e-6, 0.002):  # under and over INLINE_S for one row
+            stats = ModelStats("m", 1)
+            b = DynamicBatcher(run, stats, max_batch_size=8, max_queue_delay_s=0.0,
+                               instances=1, row_seconds=row_seconds, name="m-1")  # fmt: skip
+            assert (await b.submit(rows(3)))["y"].ravel().tolist() == [6]
+            assert (stats.success.count, stats.execution_count) == (1, 1)
+            await b.close()
+
+    asyncio.run(scenario())
+    assert seen == ["MainThread", "m-1-0"]

@@ -41,6 +41,12 @@ from zoo.stats import ModelStats
 
 log = logging.getLogger("zoo.batching")
 
+# A run expected to take at most this long computes on the caller's (event loop) thread: the
+# hop to an instance thread and back costs about 0.1 ms of CPU (measured with h2load on a
+# no-op model, docs/benchmarks/requests.md), more than such a run. No image model is this
+# fast on a CPU; trivial graphs (and tests' stand-ins) are.
+INLINE_S = 50e-6
+
 # (rows, side_by_side) -> outputs; side_by_side says other parts of one request run with it.
 RunBatch = Callable[[np.ndarray, bool], dict[str, np.ndarray]]
 Outputs = dict[str, np.ndarray]
@@ -101,6 +107,8 @@ class DynamicBatcher:
         ``deadline`` (``time.monotonic()``), if given, is the caller's: a request still
         queued then is dropped with DeadlineExceeded, never computed.
         """
+        if 0 < self._row_seconds * len(rows) <= INLINE_S and len(rows) <= self.max_batch_size:
+            return self._inline(rows)
         if self.queue_timeout_s:
             timeout = time.monotonic() + self.queue_timeout_s
             deadline = timeout if deadline is None else min(deadline, timeout)
@@ -137,6 +145,20 @@ class DynamicBatcher:
         if len(results) == 1:
             return results[0]
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+
+    def _inline(self, rows: np.ndarray) -> Outputs:
+        if self._closed:
+            raise Unavailable(f"model {self._name} was just unloaded; retry")
+        started = time.perf_counter_ns()
+        try:
+            outputs = self._run(rows, False)
+        except Exception:
+            self._stats.record_failure(time.perf_counter_ns() - started)
+            raise
+        elapsed = time.perf_counter_ns() - started
+        self._stats.record_batch(len(rows), elapsed)
+        self._stats.record_success(elapsed, queue_ns=0)
+        return outputs
 
     def _refuse_if_full(self) -> None:
         """Unavailable when ``max_queue_size`` requests wait already; call under the lock."""
