@@ -127,7 +127,7 @@ def test_cancel_a_running_job(job_server, digits) -> None:
     folder, _ = digits
     with ZooClient(job_server.address, token=TOKEN) as zoo:
         dataset = zoo.upload_dataset(folder)
-        job = zoo.finetune(BASE, dataset, "never", **{**FAST, "epochs": 3000, "patience": 3000})
+        job = zoo.finetune(BASE, dataset, "never", **{**FAST, "epochs": 1000, "patience": 1000})
         for event in job.watch():
             if event.type == "epoch":
                 break
