@@ -1,0 +1,50 @@
+"""What every ``zoo`` command shares: the Typer apps, consoles, options and printing.
+
+Imports nothing of the domain, so the remote commands stay client-only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="keras-zoo: Keras application models as ONNX, served over gRPC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+weights_app = typer.Typer(
+    help="The pretrained-weights cache (offline first).", no_args_is_help=True
+)
+app.add_typer(weights_app, name="weights")
+jobs_app = typer.Typer(help="Fine-tuning and export jobs on a server.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+SERVER_OPTION = typer.Option("localhost:8001", "--server", help="Server address host:port.")
+TOKEN_OPTION = typer.Option(None, "--token", envvar="ZOO_TOKEN", help="Bearer token.")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print stable JSON instead of a table.")
+
+
+class CommandError(Exception):
+    """A mistake in a command's own arguments (a missing file, a malformed KEY=VALUE): one
+    line on stderr and exit 1, like a domain error, from commands that do not import it."""
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2) + "\n")
+
+
+def fmt(value: object, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"

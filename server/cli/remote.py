@@ -1,0 +1,256 @@
+"""Remote commands: a running server's models, classification, datasets and jobs.
+
+They talk to the server through the SDK (``client``) alone, so they work from a client-only
+install (``pip install keras-zoo``) without TensorFlow or the domain.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from server.cli.common import (
+    JSON_OPTION,
+    SERVER_OPTION,
+    TOKEN_OPTION,
+    CommandError,
+    app,
+    err,
+    jobs_app,
+    out,
+    print_json,
+)
+
+
+def served_models(address: str, pattern: str, as_json: bool) -> None:
+    import dataclasses
+
+    from client import ZooClient
+
+    with ZooClient(address) as remote:
+        served = remote.models(pattern, served_only=True)
+    if as_json:
+        print_json([dataclasses.asdict(m) for m in served])
+        return
+    table = Table(title=f"{len(served)} models served by {address}", box=box.SIMPLE_HEAD)
+    for column in ("Model", "Catalog model", "Versions", "Loaded", "Input", "Classes", "Provider"):
+        table.add_column(column, no_wrap=True)
+    for m in served:
+        table.add_row(
+            m.name,
+            m.catalog_model or "-",
+            ",".join(map(str, m.versions)),
+            ",".join(map(str, m.loaded_versions)) or "-",
+            "x".join(map(str, m.input_shape)),
+            str(m.num_classes),
+            m.execution_provider or "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def classify(
+    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, WebP)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model name on the server."),
+    server: str = typer.Option("localhost:8001", "--server", help="Server address host:port."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Labels per image."),
+    version: int | None = typer.Option(None, "--version", help="Model version (default newest)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Classify images with a model on a running server."""
+    from client import ZooClient
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise CommandError(f"no such image file: {', '.join(missing)}")
+    with ZooClient(server) as remote:
+        results = remote.classify(list(images), model, top_k=top_k, version=version)
+    assert isinstance(results, list)
+    if as_json:
+        print_json(
+            [
+                {
+                    "image": str(path),
+                    "model": r.model,
+                    "version": r.version,
+                    "predictions": [
+                        {"label": p.label, "index": p.index, "score": p.score}
+                        for p in r.predictions
+                    ],
+                }
+                for path, r in zip(images, results, strict=True)
+            ]
+        )
+        return
+    for path, result in zip(images, results, strict=True):
+        table = Table(title=f"{path} ({result.model} v{result.version})", box=box.SIMPLE_HEAD)
+        for column, justify in (("Label", "left"), ("Index", "right"), ("Score", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for p in result.predictions:
+            table.add_row(p.label, str(p.index), f"{p.score:.4f}")
+        out.print(table)
+
+
+def _value(text: str) -> Any:
+    """'5' -> 5, '0.1' -> 0.1, 'true' -> True, else the text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _pairs(items: list[str], option: str) -> dict[str, Any]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"{option} takes KEY=VALUE; received {item!r}")
+        pairs[key.strip()] = _value(value.strip())
+    return pairs
+
+
+@app.command()
+def upload(
+    path: Path = typer.Argument(..., help="A class_name/image folder, or a zip/tar archive."),
+    server: str = SERVER_OPTION,
+    token: str | None = TOKEN_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Upload a labelled image set for fine-tuning; prints its id."""
+    import dataclasses
+
+    from client import ZooClient
+
+    if not path.exists():
+        raise CommandError(f"no such file or directory: {path}")
+    with ZooClient(server, token=token) as remote:
+        dataset = remote.upload_dataset(path, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        print_json(dataclasses.asdict(dataset))
+        return
+    out.print(f"dataset {dataset.id}")
+    for name, count in zip(dataset.classes, dataset.counts, strict=True):
+        out.print(f"  {name}: {count} images")
+    for member, reason in dataset.skipped:
+        out.print(f"  [yellow]skipped[/] {member}: {reason}")
+
+
+@app.command()
+def finetune(
+    base: str = typer.Option(..., "--base", help="Catalog model to start from."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset id (from zoo upload)."),
+    output: str = typer.Option(..., "--output", help="Name of the new model in the repository."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Training parameter KEY=VALUE, e.g. epochs=10 (repeatable)."
+    ),
+    base_arg: list[str] = typer.Option(
+        [], "--base-arg", help="Keras constructor argument KEY=VALUE, e.g. alpha=0.35."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job until it ends."),
+    allow_other_source: bool = typer.Option(
+        False,
+        "--allow-other-source",
+        help="Add the version even if the output model serves another base or model.",
+    ),
+    server: str = SERVER_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Start a fine-tuning job; its result becomes a new model version on the server."""
+    from client import ZooClient
+
+    params = _pairs(param, "--param")
+    if base_arg:
+        params["base_kwargs"] = _pairs(base_arg, "--base-arg")
+    if allow_other_source:
+        params["allow_other_source"] = True
+    with ZooClient(server, token=token) as remote:
+        job = remote.finetune(base, dataset, output, **params)
+        out.print(f"job {job.id} {job.state}")
+        if wait:
+            _finish(job.wait(progress=True))
+
+
+def _finish(job: Any) -> None:
+    out.print(f"job {job.id} {job.state}")
+    if job.error:
+        err.print(f"zoo: job failed: {job.error}", markup=False)
+    if job.result:
+        print_json(job.result)
+    if job.state != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: str = typer.Option("", "--state", help="Only jobs in this state."),
+    server: str = SERVER_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Jobs on the server, newest first."""
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        found = remote.jobs(state)
+    if as_json:
+        print_json([_job_dict(j) for j in found])
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("Job", "Kind", "State", "Created", "Model"):
+        table.add_column(column, no_wrap=True)
+    for j in found:
+        model = j.params.get("output_model") or j.params.get("model") or ""
+        table.add_row(j.id, j.kind, j.state, j.created_at[:19], model)
+    out.print(table)
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    return {k: v for k, v in job.__dict__.items() if not k.startswith("_")}
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, server: str = SERVER_OPTION) -> None:
+    """One job in full, as JSON."""
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        print_json(_job_dict(remote.job(job_id)))
+
+
+@jobs_app.command("watch")
+def jobs_watch(
+    job_id: str,
+    after: int = typer.Option(0, "--after", help="Start after this event number."),
+    server: str = SERVER_OPTION,
+) -> None:
+    """Print a job's events until it ends (reconnects if the server restarts)."""
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        job = remote.job(job_id)
+        for event in job.watch(after):
+            sys.stdout.write(
+                json.dumps({"seq": event.seq, "type": event.type, **event.payload}) + "\n"
+            )
+            sys.stdout.flush()
+        _finish(job.refresh())
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, server: str = SERVER_OPTION, token: str | None = TOKEN_OPTION) -> None:
+    """Cancel a job: a queued one at once, a running one within one batch."""
+    from client import ZooClient
+
+    with ZooClient(server, token=token) as remote:
+        job = remote.job(job_id).cancel()
+    out.print(f"job {job.id} {job.state}")
