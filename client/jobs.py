@@ -56,6 +56,14 @@ class Job:
     _client: Any = field(repr=False, compare=False, default=None)
 
     @property
+    def output_model(self) -> str:
+        """The model this job publishes into (a fine-tune's output, an export's name)."""
+        for key in ("output_model", "model_name"):
+            if self.params.get(key):
+                return str(self.params[key])
+        return str(self.params.get("model", "")).lower()  # an export under its catalog name
+
+    @property
     def done(self) -> bool:
         return self.state in TERMINAL
 

@@ -335,8 +335,6 @@ def finetune_params(params: zpb.FineTuneParams) -> dict[str, Any]:
         for f in params.DESCRIPTOR.fields
         if f.name != "base_kwargs" and params.HasField(f.name)
     }
-    if values.get("weights") == "none":
-        values["weights"] = None
     if params.base_kwargs:
         # protobuf carries numbers as doubles; whole ones go back to ints (depth_multiplier)
         values["base_kwargs"] = {

@@ -204,3 +204,37 @@ def test_a_worker_outlives_a_failing_store(
     thread.join(10)
     assert not thread.is_alive()
     assert "no such table: jobs" in caplog.text
+
+
+def test_job_specs_round_trip_through_the_stored_shape() -> None:
+    from zoo.jobs import ExportJobSpec, FineTuneJobSpec
+    from zoo.training import FineTuneParams
+    from zoo.weights import WeightsSource
+
+    finetune = FineTuneJobSpec("MobileNetV2", "abc", "pets", FineTuneParams(epochs=2, weights=None))
+    stored = finetune.to_dict()
+    assert stored["params"]["epochs"] == 2 and stored["params"]["weights"] is None
+    assert FineTuneJobSpec.from_dict(stored) == finetune
+    export = ExportJobSpec("ResNet50", WeightsSource.parse("none"), "uint8", None, 3)
+    assert export.to_dict() == {"model": "ResNet50", "weights": None, "input": "uint8",
+                                "model_name": None, "version": 3}  # fmt: skip
+    assert ExportJobSpec.from_dict(export.to_dict()) == export
+    # a job stored before the specs existed reads the same
+    old = {"model": "ResNet50", "weights": "/w/r.h5", "input": "", "model_name": "r"}
+    assert ExportJobSpec.from_dict(old) == ExportJobSpec(
+        "ResNet50", WeightsSource("file", "/w/r.h5"), "uint8", "r", None
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "kind", "keras", "text"),
+    [("imagenet", "imagenet", "imagenet", "imagenet"), ("none", "none", None, "none"),
+     (None, "none", None, "none"), ("/w/x.h5", "file", "/w/x.h5", "/w/x.h5"),
+     (Path("/w/y.h5"), "file", "/w/y.h5", "/w/y.h5")],
+)  # fmt: skip
+def test_weights_source_reads_every_spelling(given, kind, keras, text) -> None:
+    from zoo.weights import WeightsSource
+
+    source = WeightsSource.parse(given)
+    assert (source.kind, source.keras_arg, str(source)) == (kind, keras, text)
+    assert WeightsSource.parse(str(source)) == source

@@ -54,7 +54,7 @@ def validate_input_shape(spec: ModelSpec, input_shape: Any) -> tuple[int, int, i
 
 def build_model(
     name: str | ModelSpec,
-    weights: str | os.PathLike[str] | None = "imagenet",
+    weights: weights_cache.WeightsSource | str | os.PathLike[str] | None = "imagenet",
     include_top: bool = True,
     num_classes: int | None = None,
     input_shape: tuple[int, int, int] | None = None,
@@ -87,7 +87,8 @@ def build_model(
     """
     spec = resolve_spec(name)
     shape = validate_input_shape(spec, input_shape)
-    pretrained = weights == "imagenet"
+    source = weights_cache.WeightsSource.parse(weights)
+    pretrained = source.kind == "imagenet"
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise InvalidArgument(f"num_classes must be a positive integer; received {num_classes!r}")
     if num_classes is not None and not include_top:
@@ -113,10 +114,10 @@ def build_model(
         weights_arg: str | None = str(
             weights_cache.locate(spec, include_top, weights_dir, allow_download)
         )
-    elif weights is None or weights == "none":
+    elif source.kind == "none":
         weights_arg = None
     else:
-        path = Path(weights)
+        path = Path(str(source.path))
         if not path.is_file():
             raise NotFound(
                 f"weights file {str(path)!r} does not exist; "

@@ -38,6 +38,7 @@ from zoo.repository import (
     validate_model_name,
 )
 from zoo.triton_config import TensorSpec, render_config
+from zoo.weights import WeightsSource
 
 INPUT_MODES = ("uint8", "float32")
 MANIFEST_FORMAT = "keras-zoo.model/1"
@@ -153,7 +154,7 @@ def export_model(
     *,
     model_name: str | None = None,
     version: int | None = None,
-    weights: str | os.PathLike[str] | None = "imagenet",
+    weights: WeightsSource | str | os.PathLike[str] | None = "imagenet",
     input: str = "uint8",
     input_shape: tuple[int, int, int] | None = None,
     preprocessing: str | Preprocessing | None = None,
@@ -212,12 +213,13 @@ def export_model(
     if isinstance(name_or_keras_model, (str, ModelSpec)):
         spec = resolve_spec(name_or_keras_model)
         validate_input_shape(spec, input_shape)
-        if weights not in (None, "none", "imagenet") and not Path(str(weights)).is_file():
+        weights_source = WeightsSource.parse(weights)
+        if weights_source.kind == "file" and not Path(str(weights_source.path)).is_file():
             raise errors.NotFound(
-                f"weights file {str(weights)!r} does not exist; "
+                f"weights file {weights_source.path!r} does not exist; "
                 "expected 'imagenet', 'none' or the path of a Keras weights file"
             )
-        if weights == "imagenet":
+        if weights_source.kind == "imagenet":
             from zoo.weights import locate
 
             locate(spec, True, weights_dir, allow_download)  # fail fast, before the child
@@ -260,7 +262,7 @@ def export_model(
             source = {
                 "kind": "catalog",
                 "name": spec.name,
-                "weights": None if weights in (None, "none") else str(weights),
+                "weights": WeightsSource.parse(weights).keras_arg,
                 "input_shape": list(input_shape) if input_shape else None,
                 "weights_dir": str(weights_dir) if weights_dir else None,
                 "allow_download": allow_download,

@@ -19,7 +19,7 @@ from typing import Any
 from zoo.catalog import get_spec
 from zoo.datasets import DatasetStore
 from zoo.errors import Cancelled, ZooError
-from zoo.jobs import EventType, Job, JobKind, JobState
+from zoo.jobs import EventType, ExportJobSpec, FineTuneJobSpec, Job, JobKind, JobState
 from zoo.jobstore import JobStore
 from zoo.lifetime import die_with_parent
 
@@ -37,13 +37,13 @@ def should_stop() -> bool:
 
 def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, Any]:
     from zoo.export import export_model
-    from zoo.training import FineTuneParams, train
+    from zoo.training import train
 
-    p = job.params
-    spec = get_spec(p["base_model"])
-    params = FineTuneParams.from_dict(p.get("params", {}))
+    job_spec = FineTuneJobSpec.from_dict(job.params)
+    spec = get_spec(job_spec.base_model)
+    params = job_spec.params
     datasets = DatasetStore(Path(setup["data_dir"]) / "datasets")
-    dataset = datasets.get(p["dataset_id"])
+    dataset = datasets.get(job_spec.dataset_id)
     files = datasets.image_files(dataset.id)
     workdir = Path(setup["data_dir"]) / "jobs" / job.id
     workdir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
     exported = export_model(
         result.model_path,
         setup["repository"],
-        model_name=p["output_model"],
+        model_name=job_spec.output_model,
         preprocessing=spec.preprocessing,
         labels=result.class_names,
         extra_manifest={
@@ -98,18 +98,18 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
 def run_export(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, Any]:
     from zoo.export import export_model
 
-    p = job.params
+    job_spec = ExportJobSpec.from_dict(job.params)
 
     def log(_stage: str, message: str) -> None:
         store.add_event(job.id, EventType.LOG, {"message": message})
 
     result = export_model(
-        p["model"],
+        job_spec.model,
         setup["repository"],
-        model_name=p.get("model_name") or None,
-        version=p.get("version") or None,
-        weights=p.get("weights", "imagenet"),
-        input=p.get("input", "uint8"),
+        model_name=job_spec.output_model,
+        version=job_spec.version,
+        weights=job_spec.weights,
+        input=job_spec.input,
         weights_dir=setup.get("weights_dir"),
         progress=log,
         should_stop=should_stop,

@@ -13,10 +13,11 @@ from zoo.catalog.options import check_options
 from zoo.datasets import DatasetStore
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
 from zoo.export import INPUT_MODES
-from zoo.jobs import Job, JobEvent, JobKind, JobState
+from zoo.jobs import ExportJobSpec, FineTuneJobSpec, Job, JobEvent, JobKind, JobState
 from zoo.jobstore import JobStore
 from zoo.repository import MAX_VERSION, Repository, validate_model_name
 from zoo.training import FineTuneParams
+from zoo.weights import WeightsSource
 
 
 class JobManager:
@@ -93,15 +94,8 @@ class JobManager:
         base_kwargs = check_options(spec, checked.base_kwargs, checked.weights == "imagenet")
         checked = dataclasses.replace(checked, base_kwargs=base_kwargs)
         self._check_output(name, f"a fine-tune of {spec.name}", allow_other_source)
-        return self.store.create(
-            JobKind.FINETUNE,
-            {
-                "base_model": spec.name,
-                "dataset_id": dataset.id,
-                "output_model": name,
-                "params": checked.to_dict(),
-            },
-        )
+        job = FineTuneJobSpec(spec.name, dataset.id, name, checked)
+        return self.store.create(JobKind.FINETUNE, job.to_dict())
 
     def create_export(
         self,
@@ -123,20 +117,12 @@ class JobManager:
                 f"version must be 0 (the next free one) or a whole number up to {MAX_VERSION}; "
                 f"received {version}"
             )
-        weights = weights or "imagenet"
-        if weights not in ("imagenet", "none"):
-            weights = self._weights_path(weights)
+        source = WeightsSource.parse(weights or "imagenet")
+        if source.kind == "file":
+            source = WeightsSource("file", self._weights_path(str(source.path)))
         self._check_output(output_model or spec.name.lower(), spec.name, allow_other_source)
-        return self.store.create(
-            JobKind.EXPORT,
-            {
-                "model": spec.name,
-                "weights": None if weights == "none" else weights,
-                "input": input or "uint8",
-                "model_name": output_model or None,
-                "version": version or None,
-            },
-        )
+        job = ExportJobSpec(spec.name, source, input, output_model or None, version or None)
+        return self.store.create(JobKind.EXPORT, job.to_dict())
 
     def get(self, job_id: str) -> Job:
         return self.store.get(job_id)

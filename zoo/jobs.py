@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from zoo.errors import FailedPrecondition
+from zoo.training import FineTuneParams
+from zoo.weights import WeightsSource
 
 
 class JobState(enum.StrEnum):
@@ -106,3 +108,58 @@ class JobEvent:
     time: datetime
     type: EventType
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+# What each kind of job does: written by the job manager as the job's params, read back by
+# the job's process. The dict shapes are what the store holds, so they stay as they are.
+@dataclass(frozen=True)
+class FineTuneJobSpec:
+    base_model: str  # catalog name
+    dataset_id: str
+    output_model: str
+    params: FineTuneParams
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base_model": self.base_model,
+            "dataset_id": self.dataset_id,
+            "output_model": self.output_model,
+            "params": self.params.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FineTuneJobSpec:
+        return cls(
+            values["base_model"],
+            values["dataset_id"],
+            values["output_model"],
+            FineTuneParams.from_dict(values.get("params", {})),
+        )
+
+
+@dataclass(frozen=True)
+class ExportJobSpec:
+    model: str  # catalog name
+    weights: WeightsSource
+    input: str = "uint8"
+    output_model: str | None = None  # default: the catalog name in lower case
+    version: int | None = None  # default: the next free one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "weights": self.weights.keras_arg,
+            "input": self.input,
+            "model_name": self.output_model,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExportJobSpec:
+        return cls(
+            values["model"],
+            WeightsSource.parse(values.get("weights", "imagenet")),
+            values.get("input") or "uint8",
+            values.get("model_name") or None,
+            values.get("version") or None,
+        )

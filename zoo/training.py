@@ -27,6 +27,7 @@ import numpy as np
 
 from zoo.catalog import ModelSpec
 from zoo.errors import Cancelled, InvalidArgument
+from zoo.weights import WeightsSource
 
 Report = Callable[[str, dict[str, Any]], None]  # (event type, payload)
 ShouldStop = Callable[[], bool]
@@ -60,6 +61,8 @@ class FineTuneParams:
             raise InvalidArgument(
                 f"unknown fine-tuning parameters {unknown}; known: {sorted(known)}"
             )
+        if "weights" in values:  # the string form ("none") of a WeightsSource, or None
+            values = {**values, "weights": WeightsSource.parse(values["weights"]).keras_arg}
         params = cls(**values)
         params.validate()
         return params

@@ -25,6 +25,41 @@ from zoo.errors import IntegrityError, InvalidArgument, NotFound, WeightsNotFoun
 _CHUNK = 1 << 20
 
 
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model's weights come from; the one place that reads "imagenet"/"none"/a path.
+
+    ``imagenet``: the published file, from the cache; ``none``: random initialisation; a
+    path: a Keras weights file. Requests, jobs and the CLI spell these as strings (JSON has
+    no None for "no weights"), the Keras constructors as ``"imagenet"``/``None``/a path.
+    """
+
+    kind: str  # "imagenet" | "none" | "file"
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, value: WeightsSource | str | os.PathLike[str] | None) -> WeightsSource:
+        if isinstance(value, WeightsSource):
+            return value
+        if value is None or value == "none":
+            return cls("none")
+        if value == "imagenet":
+            return cls("imagenet")
+        text = os.fspath(value)
+        if not text:
+            raise InvalidArgument("weights is empty; expected 'imagenet', 'none' or a file path")
+        return cls("file", text)
+
+    @property
+    def keras_arg(self) -> str | None:
+        """What ``keras.applications`` constructors take as ``weights``."""
+        return {"imagenet": "imagenet", "none": None}.get(self.kind, self.path)
+
+    def __str__(self) -> str:
+        """The string form requests and job records use."""
+        return self.path if self.kind == "file" and self.path else self.kind
+
+
 def cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The weights cache: ``explicit``, else ``$KERAS_HOME/models``, else ``~/.keras/models``."""
     if explicit is not None:

@@ -195,7 +195,7 @@ def export(
             repository,
             model_name=model_name,
             version=version,
-            weights=None if weights == "none" else weights,
+            weights=weights,  # "imagenet", "none" or a path: export_model reads all three
             input=input_mode,
             input_shape=(input_size, input_size, 3) if input_size else None,
             max_batch_size=max_batch_size,

@@ -209,8 +209,7 @@ def jobs_list(
     for column in ("Job", "Kind", "State", "Created", "Model"):
         table.add_column(column, no_wrap=True)
     for j in found:
-        model = j.params.get("output_model") or j.params.get("model") or ""
-        table.add_row(j.id, j.kind, j.state, j.created_at[:19], model)
+        table.add_row(j.id, j.kind, j.state, j.created_at[:19], j.output_model)
     out.print(table)
 
 
