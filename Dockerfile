@@ -114,9 +114,10 @@ CMD ["worker"]
 FROM train AS cpu
 CMD ["serve", "--host", "0.0.0.0"]
 
-# ---- GPU: onnxruntime-gpu (CUDA 13, cuDNN 9 wheels) and tensorflow[and-cuda] (CUDA 12 wheels) --
-# Why two CUDA majors and how they never meet: docs/operations.md, "GPU images". The NVIDIA
-# driver comes from the host (NVIDIA Container Toolkit); everything else is in site-packages.
+# ---- GPU: one CUDA major per image, from NVIDIA's wheels in site-packages --------------------
+# serve-gpu: onnxruntime-gpu with CUDA 13 and cuDNN 9 (cu13); train-gpu: tensorflow[and-cuda] with
+# CUDA 12 and cuDNN 9 (cu12), ONNX Runtime on the CPU there (export checks). docs/operations.md,
+# "Images". The NVIDIA driver comes from the host (NVIDIA Container Toolkit).
 FROM builder AS build-serve-gpu
 COPY wheelhouse/gpu/ /wheels/
 RUN pip-install.sh serve-gpu /wheels
@@ -133,6 +134,8 @@ LABEL org.opencontainers.image.title="keras-zoo serve-gpu" \
       org.opencontainers.image.documentation="docs/operations.md" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 COPY --from=build-serve-gpu /opt/zoo /opt/zoo
+# ONNX Runtime's CUDA provider finds libcudart.so.13, cuDNN and cuBLAS through ld.so's cache.
+RUN cp /opt/zoo/nvidia-libs.conf /etc/ld.so.conf.d/zoo-nvidia.conf && ldconfig
 ENV ZOO_WORKERS=0 ZOO_PROVIDERS=cuda,cpu
 USER zoo
 CMD ["serve", "--host", "0.0.0.0"]

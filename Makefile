@@ -78,8 +78,10 @@ wheelhouse:
 wheelhouse-gpu:
 	deploy/images/wheelhouse.sh gpu
 
-# serve, train, and cpu (train serving, the earlier name)
+# serve, train, and cpu (train serving, the earlier name). The GPU wheels (GBs) are linked
+# into the build context only while the GPU images build: every build sends the whole context.
 images: base-image wheelhouse
+	find wheelhouse/gpu -name '*.whl' -delete
 	$(ZOO_BUILD) --target serve -t keras-zoo:serve .
 	$(ZOO_BUILD) --target train -t keras-zoo:train .
 	$(ZOO_BUILD) --target cpu -t keras-zoo:cpu .
@@ -97,6 +99,7 @@ images-gpu: base-image wheelhouse-gpu
 	$(ZOO_BUILD) --target serve-gpu -t keras-zoo:serve-gpu .
 	$(ZOO_BUILD) --target train-gpu -t keras-zoo:train-gpu .
 	$(ZOO_BUILD) --target gpu -t keras-zoo:gpu .
+	find wheelhouse/gpu -name '*.whl' -delete
 
 # Builds every image in a private Docker engine and checks them through real containers
 # (tests/images, host networking only). ZOO_GPU_IMAGES=1 adds the GPU images.

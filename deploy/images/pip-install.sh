@@ -29,4 +29,6 @@ python3 -m venv /opt/zoo
 site=$(/opt/zoo/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$site/tensorflow/include"
 find /opt/zoo -depth -type d -name tests -path '*/site-packages/*/tests' -prune -exec rm -rf {} + || true
+# NVIDIA's CUDA wheels (GPU images): their library folders, for the dynamic linker's cache.
+find "$site/nvidia" -mindepth 2 -maxdepth 3 -type d -name lib 2>/dev/null | sort >/opt/zoo/nvidia-libs.conf
 /opt/zoo/bin/python -c "import zoo, server.cli"
