@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from containers import docker, free_port
 
 from client import ZooClient
@@ -46,23 +47,44 @@ FAST = {
 }
 
 
+def compose(
+    files: list[Path], env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("docker-compose")
+    assert exe is not None, "docker-compose is not installed"
+    done = subprocess.run(
+        [exe, *[a for f in files for a in ("-f", str(f))], *args],
+        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"docker-compose {' '.join(args)}: {done.stderr[-3000:]}"
+    return done
+
+
+def host_network_stack(env: dict[str, str], into: Path) -> Path:
+    """The CPU stack with the CI override, as one file without the published ports.
+
+    Docker refuses port bindings on a host-network container, and an override can only add to
+    a list, so the merged configuration (`docker-compose config`) loses its `ports:` here.
+    """
+    merged = yaml.safe_load(compose([ROOT / f for f in FILES], env, "config").stdout)
+    for service in merged["services"].values():
+        assert service["network_mode"] == "host"
+        service.pop("ports", None)
+    path = into / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(merged))
+    return path
+
+
 @dataclass
 class Stack:
     project: str
+    file: Path
     env: dict[str, str]
     address: str
     prometheus: str
 
     def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        exe = shutil.which("docker-compose")
-        assert exe is not None, "docker-compose is not installed"
-        files = [a for f in FILES for a in ("-f", str(ROOT / f))]
-        done = subprocess.run(
-            [exe, "-p", self.project, *files, *args],
-            capture_output=True, text=True, env=self.env, timeout=timeout, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, f"docker-compose {' '.join(args)}: {done.stderr[-3000:]}"
-        return done
+        return compose([self.file], self.env, "-p", self.project, *args, timeout=timeout)
 
     def containers(self, service: str) -> list[str]:
         return self.compose("ps", "-q", service).stdout.split()
@@ -100,7 +122,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "ZOO_CI_PROMETHEUS_PORT": str(prom),
         "ZOO_CI_PROMETHEUS_CONFIG": str(config),
     }
-    running = Stack(f"zooci{uuid.uuid4().hex[:8]}", env, f"127.0.0.1:{port}", f"127.0.0.1:{prom}")
+    file = host_network_stack(env, config.parent)
+    running = Stack(
+        f"zooci{uuid.uuid4().hex[:8]}", file, env, f"127.0.0.1:{port}", f"127.0.0.1:{prom}"
+    )
     before = networks()
     try:
         print(f"\ncompose up (postgres, server, 2 workers, prometheus): {running.up():.1f} s")
@@ -108,12 +133,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
     finally:
         for service in ("server", "worker"):
-            logs = subprocess.run(
-                [shutil.which("docker-compose") or "docker-compose", "-p", running.project,
-                 *[a for f in FILES for a in ("-f", str(ROOT / f))], "logs", "--no-color",
-                 "--tail", "40", service],
-                capture_output=True, text=True, env=env, check=False,
-            )  # fmt: skip
+            logs = running.compose("logs", "--no-color", "--tail", "40", service)
             print(logs.stdout[-4000:])
         running.compose("down", "-v", "--timeout", "30")
 
@@ -173,7 +193,7 @@ def test_finetune_classify_resume_metrics_and_restart(stack: Stack, digits) -> N
             if seen == 20:
                 break
         busy = [c for c in stack.containers("worker")
-                if "zoo.job_child" in docker("top", c, "-eo", "args").stdout]  # fmt: skip
+                if "zoo.job_child" in docker("top", c, "-eo", "pid,args").stdout]  # fmt: skip
         assert len(busy) == 1, busy
         (other,) = set(stack.containers("worker")) - set(busy)
         docker("kill", busy[0])
