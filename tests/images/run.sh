@@ -14,6 +14,7 @@ stop_engine() {
   rm -rf "$engine"
 }
 trap stop_engine EXIT
+trap 'exit 130' INT TERM # so that the EXIT trap runs on an interrupt too
 export "$(deploy/images/dockerd.sh start "$engine")"
 echo "test-images: dockerd $(cat "$engine/dockerd.pid") on $DOCKER_HOST"
 started=$(date +%s)
