@@ -8,7 +8,8 @@ cmd=$1 dir=$2
 case "$cmd" in
 start)
   mkdir -p "$dir"
-  dockerd --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
+  # its own session: nothing the engine or its containers' shims signal reaches the caller
+  setsid dockerd --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
     -H "unix://$dir/docker.sock" --bridge=none --iptables=false --ip-masq=false \
     --storage-driver=overlay2 >"$dir/dockerd.log" 2>&1 &
   i=0

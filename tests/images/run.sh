@@ -14,7 +14,9 @@ stop_engine() {
   rm -rf "$engine"
 }
 trap stop_engine EXIT
-trap 'exit 130' INT TERM # so that the EXIT trap runs on an interrupt too
+# so that the EXIT trap runs on an interrupt too, saying which
+trap 'echo "test-images: SIGINT" >&2; exit 130' INT
+trap 'echo "test-images: SIGTERM" >&2; exit 143' TERM
 export "$(deploy/images/dockerd.sh start "$engine")"
 echo "test-images: dockerd $(cat "$engine/dockerd.pid") on $DOCKER_HOST"
 started=$(date +%s)
@@ -26,5 +28,5 @@ else
 fi
 echo "test-images: images built in $(($(date +%s) - started)) s"
 "$DOCKER" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '<none>' | sort
-.venv/bin/python -m pytest -m images tests/images -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -m images tests/images -p no:cacheprovider -s "$@"
 echo "test-images: done in $(($(date +%s) - started)) s"
