@@ -1,69 +1,54 @@
 # syntax=docker/dockerfile:1
-# keras-zoo images. Two targets:
-#   docker build --target cpu -t keras-zoo:cpu .                       # python:3.11-slim, CPU
-#   docker build --target gpu -t keras-zoo:gpu .                       # CUDA 13 + cuDNN 9 runtime
-#   docker build --target gpu --build-arg WEIGHTS=seed13 -t keras-zoo:gpu .
-# WEIGHTS=none|seed13|all bakes ImageNet weights (hash-checked) into KERAS_HOME.
+# keras-zoo images, one Dockerfile, targets by role (docs/operations.md, "Images"):
+#   serve      the gRPC server only (`zoo serve`, ZOO_WORKERS=0): ONNX Runtime, no TensorFlow
+#   train      + TensorFlow, Keras, tf2onnx: `zoo worker` (fine-tuning and export jobs),
+#              `zoo export`, `zoo weights`
+#   serve-gpu, train-gpu   the same with onnxruntime-gpu and TensorFlow's CUDA wheels: CUDA and
+#              cuDNN come as NVIDIA's pip wheels on the same Debian base, no nvidia/cuda image
+#   cpu, gpu   the earlier names: the train images with `zoo serve` as their command
+# The classic builder runs every stage above the target, so the serve stages come first and the
+# GPU stages last.
 #
-# Why CUDA 13 and cuDNN 9 (from the wheels' Requires-Dist, see docs/operations.md):
-#   onnxruntime-gpu 1.31.1 (the server's inference) wants nvidia-cuda-runtime ~=13.0 and
-#   nvidia-cudnn-cu13 ~=9.0, so the base image is CUDA 13.0 with cuDNN 9 (host driver >= 580).
-#   tensorflow[and-cuda] 2.21.0 (fine-tuning and export, in job child processes) wants CUDA 12
-#   (nvidia-*-cu12 >=12.5,<13) and cuDNN 9.3+ (nvidia-cudnn-cu12 <10); those come as pip wheels
-#   with the gpu extra and TensorFlow loads them from site-packages, not from the base image.
+#   docker build --target serve -t keras-zoo:serve .
+#   docker build --target train -t keras-zoo:train --build-arg WEIGHTS=seed13 .
+#
+# Build args: PYTHON_IMAGE (python:3.11-slim-bookworm; or an image with Debian's python3 and
+# python3-venv, `make base-image`), WEIGHTS=none|seed13|all (ImageNet weights baked into
+# KERAS_HOME, hash-checked), PIP_INDEX_URL / PIP_EXTRA_INDEX_URL (a mirror), VERSION and
+# REVISION (labels). Extra CA certificates for a TLS-inspecting proxy: deploy/ca-certificates/.
+# No index at all: `make wheelhouse` first; wheels in wheelhouse/cpu or wheelhouse/gpu are
+# installed with --no-index.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 
 FROM ${PYTHON_IMAGE} AS python
 
-# ---- builder: compilers, wheels, a virtual environment in /opt/zoo --------------------------
+# ---- builder: the package sources; each build-* stage makes a venv in /opt/zoo -------------
+# Every dependency ships as a manylinux wheel, so no compiler is needed.
 FROM python AS builder
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore \
+    PIP_INDEX_URL=${PIP_INDEX_URL} PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
 WORKDIR /src
+COPY deploy/ca-certificates/ /tmp/extra-ca/
+COPY deploy/images/pip-install.sh deploy/fetch-weights.sh /usr/local/bin/
 COPY pyproject.toml constraints.txt README.md ./
 COPY zoo ./zoo
 COPY server ./server
 COPY client ./client
 COPY protos ./protos
-COPY deploy/fetch-weights.sh /usr/local/bin/fetch-weights
 
-FROM builder AS build-cpu
-RUN pip wheel --wheel-dir /wheels -c constraints.txt ".[server]" \
- && python -m venv /opt/zoo \
- && /opt/zoo/bin/pip install --no-index --find-links /wheels -c constraints.txt "keras-zoo[server]"
-ARG WEIGHTS=none
-ENV KERAS_HOME=/opt/keras PATH=/opt/zoo/bin:$PATH
-RUN fetch-weights "$WEIGHTS"
+FROM builder AS build-serve
+COPY wheelhouse/cpu/ /wheels/
+RUN pip-install.sh serve /wheels
 
-FROM builder AS build-gpu
-RUN pip wheel --wheel-dir /wheels -c constraints.txt ".[gpu]" \
- && python -m venv /opt/zoo \
- && /opt/zoo/bin/pip install --no-index --find-links /wheels -c constraints.txt "keras-zoo[gpu]"
-ARG WEIGHTS=none
-ENV KERAS_HOME=/opt/keras PATH=/opt/zoo/bin:$PATH
-RUN fetch-weights "$WEIGHTS"
-
-# ---- cpu: python:3.11-slim, no compilers -----------------------------------------------------
-FROM python AS cpu
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="keras-zoo" \
-      org.opencontainers.image.description="Keras application models as ONNX, served over gRPC (Triton/KServe v2), with fine-tuning jobs. CPU image." \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.documentation="docs/operations.md" \
-      org.opencontainers.image.base.name="python:3.11-slim-bookworm"
+# ---- the runtime shared by every target: user, directories, settings -------------------------
+FROM python AS runtime
 RUN groupadd --system --gid 10001 zoo \
  && useradd --system --uid 10001 --gid zoo --home-dir /home/zoo --create-home zoo \
- && mkdir -p /data/models /data/zoo \
- && chown -R zoo:zoo /data
-COPY --from=build-cpu /opt/zoo /opt/zoo
-COPY --from=build-cpu --chown=zoo:zoo /opt/keras /opt/keras
+ && mkdir -p /data/models /data/zoo /opt/keras/models \
+ && chown -R zoo:zoo /data /opt/keras
 ENV PATH=/opt/zoo/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -75,62 +60,110 @@ ENV PATH=/opt/zoo/bin:$PATH \
     ZOO_METRICS_PORT=8002
 # /data/models: the model repository; /data/zoo: datasets, job files (and SQLite without
 # ZOO_DATABASE); /opt/keras: the weights cache (reproducible: zoo weights fetch/seed).
+# Nothing else is written: `docker run --read-only --tmpfs /tmp` works.
 VOLUME ["/data/models", "/data/zoo", "/opt/keras"]
-USER zoo
 WORKDIR /home/zoo
 EXPOSE 8001 8002
-HEALTHCHECK --interval=15s --timeout=6s --start-period=60s --retries=3 \
+# Docker 20.10 has no --start-interval, so the first check runs one interval after the start.
+HEALTHCHECK --interval=10s --timeout=6s --start-period=60s --retries=3 \
   CMD zoo health --server "127.0.0.1:${ZOO_PORT:-8001}" --timeout 5
 ENTRYPOINT ["zoo"]
-CMD ["serve", "--host", "0.0.0.0"]
 
-# ---- gpu: CUDA 13.0 + cuDNN 9 runtime, the same Python as the builder ------------------------
-FROM ${CUDA_IMAGE} AS gpu
+# ---- serve: the server, no TensorFlow ---------------------------------------------------------
+FROM runtime AS serve
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-LABEL org.opencontainers.image.title="keras-zoo" \
-      org.opencontainers.image.description="Keras application models as ONNX, served over gRPC (Triton/KServe v2), with fine-tuning jobs. NVIDIA GPU image." \
+LABEL org.opencontainers.image.title="keras-zoo serve" \
+      org.opencontainers.image.description="Keras application models as ONNX, served over gRPC (Triton/KServe v2). Server only, CPU." \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.documentation="docs/operations.md" \
-      org.opencontainers.image.base.name="nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04"
-# The venv in /opt/zoo was built by the python:3.11 image's interpreter in /usr/local, so the
-# same interpreter comes along; these are the shared libraries its modules link against.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3t64 libffi8 \
-      libsqlite3-0 libbz2-1.0 liblzma5 zlib1g libuuid1 libexpat1 libreadline8t64 \
-      libncursesw6 libgdbm6t64 libgdbm-compat4t64 libnsl2 libtirpc3t64 \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=python /usr/local/bin/ /usr/local/bin/
-COPY --from=python /usr/local/lib/ /usr/local/lib/
-COPY --from=python /usr/local/include/python3.11/ /usr/local/include/python3.11/
-RUN ldconfig \
- && python3.11 -c "import ssl, sqlite3, ctypes, bz2, lzma, zlib, uuid, pyexpat" \
- && groupadd --system --gid 10001 zoo \
- && useradd --system --uid 10001 --gid zoo --home-dir /home/zoo --create-home zoo \
- && mkdir -p /data/models /data/zoo \
- && chown -R zoo:zoo /data
-COPY --from=build-gpu /opt/zoo /opt/zoo
-COPY --from=build-gpu --chown=zoo:zoo /opt/keras /opt/keras
-# TensorRT is not in this image: ONNX Runtime uses CUDA, then the CPU. Training takes GPU
-# memory as it needs it, so a server sharing the GPU keeps its share.
-ENV PATH=/opt/zoo/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    TF_CPP_MIN_LOG_LEVEL=2 \
-    KERAS_HOME=/opt/keras \
-    ZOO_REPOSITORY=/data/models \
-    ZOO_DATA_DIR=/data/zoo \
-    ZOO_PORT=8001 \
-    ZOO_METRICS_PORT=8002 \
-    ZOO_PROVIDERS=cuda,cpu \
-    TF_FORCE_GPU_ALLOW_GROWTH=true
-VOLUME ["/data/models", "/data/zoo", "/opt/keras"]
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+COPY --from=build-serve /opt/zoo /opt/zoo
+ENV ZOO_WORKERS=0
 USER zoo
-WORKDIR /home/zoo
-EXPOSE 8001 8002
-HEALTHCHECK --interval=15s --timeout=6s --start-period=60s --retries=3 \
-  CMD zoo health --server "127.0.0.1:${ZOO_PORT:-8001}" --timeout 5
-ENTRYPOINT ["zoo"]
+CMD ["serve", "--host", "0.0.0.0"]
+
+# ---- train: + TensorFlow, Keras, tf2onnx: workers, export, weights ----------------------------
+FROM builder AS build-train
+COPY wheelhouse/cpu/ /wheels/
+RUN pip-install.sh server /wheels
+ARG WEIGHTS=none
+ENV KERAS_HOME=/opt/keras PATH=/opt/zoo/bin:$PATH
+RUN fetch-weights.sh "$WEIGHTS"
+
+FROM runtime AS train
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="keras-zoo train" \
+      org.opencontainers.image.description="Keras application models as ONNX with fine-tuning jobs: zoo worker, zoo export, zoo weights. CPU." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.documentation="docs/operations.md" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+COPY --from=build-train /opt/zoo /opt/zoo
+COPY --from=build-train --chown=zoo:zoo /opt/keras /opt/keras
+USER zoo
+CMD ["worker"]
+
+# cpu: the earlier all-in-one name; serves, and runs jobs in-process unless ZOO_WORKERS=0.
+FROM train AS cpu
+CMD ["serve", "--host", "0.0.0.0"]
+
+# ---- GPU: one CUDA major per image, from NVIDIA's wheels in site-packages --------------------
+# serve-gpu: onnxruntime-gpu with CUDA 13 and cuDNN 9 (cu13); train-gpu: tensorflow[and-cuda] with
+# CUDA 12 and cuDNN 9 (cu12), ONNX Runtime on the CPU there (export checks). docs/operations.md,
+# "Images". The NVIDIA driver comes from the host (NVIDIA Container Toolkit).
+FROM builder AS build-serve-gpu
+COPY wheelhouse/gpu/ /wheels/
+RUN pip-install.sh serve-gpu /wheels
+
+FROM runtime AS serve-gpu
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="keras-zoo serve-gpu" \
+      org.opencontainers.image.description="Keras application models as ONNX, served over gRPC (Triton/KServe v2). Server only, NVIDIA GPU." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.documentation="docs/operations.md" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+COPY --from=build-serve-gpu /opt/zoo /opt/zoo
+# ONNX Runtime's CUDA provider finds libcudart.so.13, cuDNN and cuBLAS through ld.so's cache.
+RUN cp /opt/zoo/nvidia-libs.conf /etc/ld.so.conf.d/zoo-nvidia.conf && ldconfig
+ENV ZOO_WORKERS=0 ZOO_PROVIDERS=cuda,cpu
+USER zoo
+CMD ["serve", "--host", "0.0.0.0"]
+
+FROM builder AS build-train-gpu
+COPY wheelhouse/gpu/ /wheels/
+RUN pip-install.sh gpu /wheels
+ARG WEIGHTS=none
+ENV KERAS_HOME=/opt/keras PATH=/opt/zoo/bin:$PATH
+RUN fetch-weights.sh "$WEIGHTS"
+
+FROM runtime AS train-gpu
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="keras-zoo train-gpu" \
+      org.opencontainers.image.description="Keras application models as ONNX with fine-tuning jobs: zoo worker, zoo export, zoo weights. NVIDIA GPU." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.documentation="docs/operations.md" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+COPY --from=build-train-gpu /opt/zoo /opt/zoo
+COPY --from=build-train-gpu --chown=zoo:zoo /opt/keras /opt/keras
+# Training takes GPU memory as it needs it, so a server sharing the GPU keeps its share.
+ENV ZOO_PROVIDERS=cuda,cpu TF_FORCE_GPU_ALLOW_GROWTH=true
+USER zoo
+CMD ["worker"]
+
+FROM train-gpu AS gpu
 CMD ["serve", "--host", "0.0.0.0"]

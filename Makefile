@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune bench-requests serve
+.PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune \
+	bench-requests serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
+	test-images
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -23,10 +25,10 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not images"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m "slow and not images"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
@@ -60,3 +62,52 @@ bench-finetune: $(STAMP)
 bench-requests: $(STAMP)
 	command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 	$(PY) -m bench.requests
+
+# ---- container images (docs/operations.md, "Building the images") ---------------------------
+# The route for hosts without Docker Hub or without a package index (CI here): base images made
+# from Debian's packages, wheels fetched on the host, builds that install with --no-index.
+# On a host that can pull python:3.11-slim, `docker build --target serve .` is all it takes.
+DOCKER ?= docker
+export ZOO_CACHE ?= /var/cache/keras-zoo
+BASE_IMAGE ?= keras-zoo-base:bookworm
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DOCKER_BUILD = DOCKER_BUILDKIT=0 $(DOCKER) build --network host --build-arg REVISION=$(REVISION)
+ZOO_BUILD = $(DOCKER_BUILD) --build-arg PYTHON_IMAGE=$(BASE_IMAGE)
+
+base-image:
+	DOCKER=$(DOCKER) deploy/images/base-image.sh $(BASE_IMAGE) python3,python3-venv,ca-certificates,usr-is-merged \
+	  perl,libperl5.36,perl-modules-5.36
+
+wheelhouse:
+	deploy/images/wheelhouse.sh cpu
+
+wheelhouse-gpu:
+	deploy/images/wheelhouse.sh gpu
+
+# serve, train, and cpu (train serving, the earlier name). The GPU wheels (GBs) are linked
+# into the build context only while the GPU images build: every build sends the whole context.
+images: base-image wheelhouse
+	find wheelhouse/gpu -name '*.whl' -delete
+	$(ZOO_BUILD) --target serve -t keras-zoo:serve .
+	$(ZOO_BUILD) --target train -t keras-zoo:train .
+	$(ZOO_BUILD) --target cpu -t keras-zoo:cpu .
+
+# PostgreSQL and Prometheus from Debian's packages, for the compose stack without Docker Hub:
+# POSTGRES_IMAGE=keras-zoo-postgres:15 PROMETHEUS_IMAGE=keras-zoo-prometheus:bookworm
+images-services:
+	DOCKER=$(DOCKER) deploy/images/base-image.sh keras-zoo-base-postgres:bookworm postgresql-15,usr-is-merged
+	DOCKER=$(DOCKER) deploy/images/base-image.sh keras-zoo-base-prometheus:bookworm prometheus,wget,ca-certificates,usr-is-merged
+	$(DOCKER_BUILD) -t keras-zoo-postgres:15 deploy/images/postgres
+	$(DOCKER_BUILD) -t keras-zoo-prometheus:bookworm deploy/images/prometheus
+
+# Several GB of CUDA wheels: serve-gpu, train-gpu, and gpu (train-gpu serving)
+images-gpu: base-image wheelhouse-gpu
+	$(ZOO_BUILD) --target serve-gpu -t keras-zoo:serve-gpu .
+	$(ZOO_BUILD) --target train-gpu -t keras-zoo:train-gpu .
+	$(ZOO_BUILD) --target gpu -t keras-zoo:gpu .
+	find wheelhouse/gpu -name '*.whl' -delete
+
+# Builds every image in a private Docker engine and checks them through real containers
+# (tests/images, host networking only). ZOO_GPU_IMAGES=1 adds the GPU images.
+test-images: $(STAMP)
+	tests/images/run.sh

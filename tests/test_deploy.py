@@ -26,19 +26,21 @@ from zoo.config import ServerConfig
 ROOT = Path(__file__).resolve().parents[1]
 GPU_FILE = ROOT / "docker-compose.yml"
 CPU_FILE = ROOT / "deploy" / "docker-compose.cpu.yml"
+CI_FILE = ROOT / "deploy" / "docker-compose.ci.yml"
 SERVICES = {"server", "worker", "postgres", "prometheus"}
 STATE_VOLUMES = {"models": "/data/models", "zoo-data": "/data/zoo", "weights": "/opt/keras"}
+SERVER_VOLUMES = {"models": "/data/models", "zoo-data": "/data/zoo"}  # no weights: no TensorFlow
 
 
 # -- compose ---------------------------------------------------------------------------------
-def compose_config(*files: Path) -> dict[str, Any]:
+def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The normalized configuration `docker-compose config` prints, parsed."""
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed (apt-get install docker-compose; CI does)")
     args = [a for f in files for a in ("-f", str(f))]
     # Only the variables compose needs, so a developer's ZOO_* or WEIGHTS cannot leak in.
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **(env or {})}
     done = subprocess.run(
         [exe, *args, "config"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
     )
@@ -50,21 +52,25 @@ def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
     return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
 
 
-def check_stack(config: dict[str, Any], target: str) -> None:
+def check_stack(config: dict[str, Any], flavour: str) -> None:
     services = config["services"]
     assert set(services) == SERVICES
     assert set(STATE_VOLUMES) | {"postgres-data"} <= set(config["volumes"])
-    for name in ("server", "worker"):
+    for name, role, volumes in (
+        ("server", "serve", SERVER_VOLUMES),
+        ("worker", "train", STATE_VOLUMES),
+    ):
         service = services[name]
-        assert service["build"]["target"] == target
+        assert service["image"] == f"keras-zoo:{role}{flavour}"
+        assert service["build"]["target"] == f"{role}{flavour}"
         assert service["build"]["context"] == str(ROOT)
-        assert service["build"]["args"] == {"WEIGHTS": "none"}
         mounts = {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
-        assert mounts == STATE_VOLUMES
+        assert mounts == volumes
         env = service["environment"]
         assert env["ZOO_DATABASE"] == "postgresql://zoo:zoo@postgres:5432/zoo"
         assert (env["ZOO_REPOSITORY"], env["ZOO_DATA_DIR"]) == ("/data/models", "/data/zoo")
     server, worker = services["server"], services["worker"]
+    assert "args" not in server["build"] and worker["build"]["args"] == {"WEIGHTS": "none"}
     assert server["command"] == ["serve", "--host", "0.0.0.0"]
     assert worker["command"] == ["worker"]
     assert str(server["environment"]["ZOO_WORKERS"]) == "0"
@@ -92,7 +98,7 @@ def check_stack(config: dict[str, Any], target: str) -> None:
 
 def test_compose_gpu_stack() -> None:
     config = compose_config(GPU_FILE)
-    check_stack(config, "gpu")
+    check_stack(config, "-gpu")
     for name in ("server", "worker"):
         assert gpu_devices(config["services"][name]) == [
             {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
@@ -102,18 +108,77 @@ def test_compose_gpu_stack() -> None:
 
 def test_compose_cpu_variant_is_the_gpu_stack_without_gpus() -> None:
     gpu, cpu = compose_config(GPU_FILE), compose_config(CPU_FILE)
-    check_stack(cpu, "cpu")
+    check_stack(cpu, "")
     assert not any(gpu_devices(s) for s in cpu["services"].values())
     assert cpu["services"]["server"]["environment"]["ZOO_PROVIDERS"] == "cpu"
     # Everything else is the same, so the two files cannot drift apart.
-    for name in ("server", "worker"):
-        for config, target in ((gpu, "gpu"), (cpu, "cpu")):
+    for name, role in (("server", "serve"), ("worker", "train")):
+        for config, flavour in ((gpu, "-gpu"), (cpu, "")):
             service = config["services"][name]
-            assert service.pop("image") == f"keras-zoo:{target}"
-            assert service["build"].pop("target") == target
+            assert service.pop("image") == f"keras-zoo:{role}{flavour}"
+            assert service["build"].pop("target") == f"{role}{flavour}"
             service.pop("deploy", None)
             service["environment"].pop("ZOO_PROVIDERS", None)
     assert cpu == gpu
+
+
+def test_compose_images_of_postgres_and_prometheus_come_from_variables() -> None:
+    env = {"POSTGRES_IMAGE": "pg:local", "PROMETHEUS_IMAGE": "prom:local"}
+    for path in (GPU_FILE, CPU_FILE):
+        services = compose_config(path, env=env)["services"]
+        assert (services["postgres"]["image"], services["prometheus"]["image"]) == (
+            "pg:local",
+            "prom:local",
+        )
+
+
+CI_ENV = {
+    "ZOO_CI_PORT": "18001",
+    "ZOO_CI_METRICS_PORT": "18002",
+    "ZOO_CI_PG_PORT": "15432",
+    "ZOO_CI_PROMETHEUS_PORT": "19090",
+    "ZOO_CI_PROMETHEUS_CONFIG": "/tmp/prometheus.yml",
+}
+
+
+def test_compose_ci_override_puts_every_service_on_the_host_network() -> None:
+    services = compose_config(CPU_FILE, CI_FILE, env=CI_ENV)["services"]
+    assert set(services) == SERVICES
+    for name, service in services.items():
+        assert service["network_mode"] == "host", name
+        assert "networks" not in service, name
+        assert service["extra_hosts"] == {
+            "server": "127.0.0.1",
+            "postgres": "127.0.0.1",
+            "prometheus": "127.0.0.1",
+        }
+    server, worker = services["server"], services["worker"]
+    assert server["command"] == ["serve", "--host", "127.0.0.1"]
+    for service in (server, worker):
+        assert service["environment"]["ZOO_DATABASE"] == "postgresql://zoo:zoo@postgres:15432/zoo"
+    assert (server["environment"]["ZOO_PORT"], server["environment"]["ZOO_METRICS_PORT"]) == (
+        "18001",
+        "18002",
+    )
+    assert "127.0.0.1:18001" in server["healthcheck"]["test"]
+    assert services["postgres"]["environment"]["POSTGRES_LISTEN_ADDRESSES"] == "127.0.0.1"
+    assert "--web.listen-address=127.0.0.1:19090" in services["prometheus"]["command"]
+
+
+def test_serve_extra_is_the_server_without_tensorflow() -> None:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    training = {"tensorflow==2.21.0", "tensorflow[and-cuda]==2.21.0", "keras==3.15.1",
+                "tf2onnx==1.17.0", "onnx>=1.17"}  # fmt: skip
+    assert set(extras["serve"]) == set(extras["server"]) - training
+    # one CUDA major per GPU image: the server's ONNX Runtime brings CUDA 13 wheels, training
+    # has TensorFlow's CUDA 12 ones
+    assert set(extras["serve-gpu"]) == set(extras["gpu"]) - training - {
+        "onnxruntime-gpu==1.31.1"
+    } | {"onnxruntime-gpu[cuda,cudnn]==1.31.1"}
 
 
 @pytest.mark.parametrize("path", [GPU_FILE, CPU_FILE], ids=["gpu", "cpu"])
@@ -160,39 +225,72 @@ def stages() -> dict[str, list[tuple[str, str]]]:
     return named
 
 
+def resolved(by_stage: dict[str, list[tuple[str, str]]], name: str) -> list[tuple[str, str]]:
+    """A stage's instructions after those of the stages it is built FROM."""
+    parent = by_stage[name][0][1].split()[0]
+    inherited = resolved(by_stage, parent) if parent in by_stage else []
+    return inherited + by_stage[name][1:]
+
+
+TARGETS = {  # target: (the venv's build stage, the command)
+    "serve": ("build-serve", '["serve", "--host", "0.0.0.0"]'),
+    "train": ("build-train", '["worker"]'),
+    "cpu": ("build-train", '["serve", "--host", "0.0.0.0"]'),
+    "serve-gpu": ("build-serve-gpu", '["serve", "--host", "0.0.0.0"]'),
+    "train-gpu": ("build-train-gpu", '["worker"]'),
+    "gpu": ("build-train-gpu", '["serve", "--host", "0.0.0.0"]'),
+}
+
+
 def test_dockerfile_targets_user_healthcheck_entrypoint() -> None:
     by_stage = stages()
-    assert by_stage["cpu"][0] == ("FROM", "python AS cpu")
     assert by_stage["python"][0] == ("FROM", "${PYTHON_IMAGE} AS python")
-    assert by_stage["gpu"][0] == ("FROM", "${CUDA_IMAGE} AS gpu")
+    assert (by_stage["cpu"][0], by_stage["gpu"][0]) == (
+        ("FROM", "train AS cpu"),
+        ("FROM", "train-gpu AS gpu"),
+    )
     args = dict(a.split("=", 1) for k, a in dockerfile_instructions() if k == "ARG" and "=" in a)
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
-    assert re.fullmatch(r"nvidia/cuda:13\.0\.\d+-cudnn-runtime-ubuntu24\.04", args["CUDA_IMAGE"])
     assert args["WEIGHTS"] == "none"
-    for target in ("cpu", "gpu"):
-        stage = dict(by_stage[target])  # the last of each instruction
+    # one base for every image: no nvidia/cuda, CUDA comes as NVIDIA's pip wheels
+    assert {a.split()[0] for k, a in dockerfile_instructions() if k == "FROM"} <= {
+        "${PYTHON_IMAGE}", "python", "builder", "runtime", "train", "train-gpu",
+    }  # fmt: skip
+    for target, (build, command) in TARGETS.items():
+        instructions = resolved(by_stage, target)
+        stage = dict(instructions)  # the last of each instruction
         assert stage["USER"] == "zoo", target
         assert stage["ENTRYPOINT"] == '["zoo"]'
-        assert stage["CMD"] == '["serve", "--host", "0.0.0.0"]'
+        assert stage["CMD"] == command, target
         assert "CMD zoo health --server" in stage["HEALTHCHECK"]
-        env = stage["ENV"]
+        assert ("COPY", f"--from={build} /opt/zoo /opt/zoo") in instructions, target
+        env = " ".join(a for k, a in instructions if k == "ENV")
         for setting in ("ZOO_REPOSITORY=/data/models", "ZOO_DATA_DIR=/data/zoo", "KERAS_HOME"):
             assert setting in env, (target, setting)
-        labels = " ".join(a for k, a in by_stage[target] if k == "LABEL")
-        for label in ("title", "version", "revision", "licenses", "description"):
+        assert ("ZOO_WORKERS=0" in env) == target.startswith("serve"), target
+        assert ("ZOO_PROVIDERS=cuda,cpu" in env) == target.endswith("gpu"), target
+        labels = " ".join(a for k, a in instructions if k == "LABEL")
+        for label in ("title", "version", "revision", "licenses", "description", "base.name"):
             assert f"org.opencontainers.image.{label}=" in labels
-        # no compilers in what ships
-        assert "build-essential" not in " ".join(a for _, a in by_stage[target])
+    # no compilers anywhere: every dependency is a wheel
+    assert "build-essential" not in (ROOT / "Dockerfile").read_text()
 
 
-def test_dockerfile_installs_from_the_pins_in_the_builder() -> None:
+def test_dockerfile_installs_from_the_pins_or_the_wheelhouse() -> None:
     by_stage = stages()
-    for build, extra in (("build-cpu", "server"), ("build-gpu", "gpu")):
-        (run, *_) = [a for k, a in by_stage[build] if k == "RUN" and "pip wheel" in a]
-        assert f'-c constraints.txt ".[{extra}]"' in run
-        assert f'--no-index --find-links /wheels -c constraints.txt "keras-zoo[{extra}]"' in run
-        assert ("RUN", 'fetch-weights "$WEIGHTS"') in by_stage[build]
-    assert any("build-essential" in a for k, a in by_stage["builder"] if k == "RUN")
+    builds = {"build-serve": ("serve", "cpu"), "build-train": ("server", "cpu"),
+              "build-serve-gpu": ("serve-gpu", "gpu"), "build-train-gpu": ("gpu", "gpu")}  # fmt: skip
+    for build, (extra, flavour) in builds.items():
+        assert by_stage[build][0] == ("FROM", f"builder AS {build}")
+        assert ("COPY", f"wheelhouse/{flavour}/ /wheels/") in by_stage[build]
+        assert ("RUN", f"pip-install.sh {extra} /wheels") in by_stage[build]
+        assert (("RUN", 'fetch-weights.sh "$WEIGHTS"') in by_stage[build]) == ("train" in build)
+    script = (ROOT / "deploy" / "images" / "pip-install.sh").read_text()
+    assert '--no-index --find-links "$wheels"' in script
+    assert '-c constraints.txt ".[$extras]"' in script
+    # the classic builder runs every stage above the target: serve's stages come first
+    order = list(by_stage)
+    assert order.index("serve") < order.index("build-train") < order.index("build-serve-gpu")
 
 
 def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
@@ -208,9 +306,12 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
         if keyword == "COPY" and "--from=" not in args:
             sources += [w for w in args.split()[:-1] if not w.startswith("--")]
     assert "constraints.txt" in sources and "deploy/fetch-weights.sh" in sources
+    assert "wheelhouse/cpu/" in sources and "deploy/ca-certificates/" in sources
     for source in sources:
         assert (ROOT / source).exists(), source
-        assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
+        assert any(source.rstrip("/") == a or source.startswith(f"{a}/") for a in allowed), (
+            f"{source} is excluded by .dockerignore"
+        )
 
 
 def test_seed13_weights_are_the_catalog_seed_models() -> None:
