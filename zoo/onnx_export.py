@@ -150,23 +150,23 @@ def _convert_structure(
         return logits, tf.identity(tf.nn.softmax(logits, axis=-1), name=output_names[1])
 
     concrete = forward.get_concrete_function()
-    signature = concrete.inputs[: 1 + len(fed)]  # the rest are captures (see _freeze)
-    graph_def = _freeze(concrete)
+    signature = [t.name for t in concrete.inputs[: 1 + len(fed)]]  # the rest: captures
+    outputs = [t.name for t in concrete.outputs]
     proto, _ = tf2onnx.convert.from_graph_def(
-        graph_def,
+        _freeze(concrete, signature, outputs),
         name="forward",
-        input_names=[t.name for t in signature],
-        output_names=[t.name for t in concrete.outputs],
+        input_names=signature,
+        output_names=outputs,
         opset=opset,
         # tf2onnx would name them "image:0", "keras_weight_3:0"
-        tensors_to_rename={t.name: t.name.split(":")[0] for t in signature},
+        tensors_to_rename={name: name.split(":")[0] for name in signature},
     )
-    _check_inputs(proto.graph, [t.name.split(":")[0] for t in signature])
+    _check_inputs(proto.graph, [name.split(":")[0] for name in signature])
     _rename_outputs(proto.graph, output_names)
     return proto, {n: variables[i] for i, n in zip(fed, weight_names, strict=True)}
 
 
-def _freeze(concrete: Any) -> Any:
+def _freeze(concrete: Any, inputs: list[str], outputs: list[str]) -> Any:
     """The traced function as a self-contained GraphDef: captures constant, calls inlinable.
 
     Two things in a trace are not the function's inputs or plain ops, and tf2onnx's
@@ -184,14 +184,17 @@ def _freeze(concrete: Any) -> Any:
       (ConvNeXt's depthwise 7x7) as ``tf.function(jit_compile=True)``, and grappler never
       inlines a function marked ``_XlaMustCompile``, so a PartitionedCall, which tf2onnx
       cannot convert, stays in the graph. The marks are dropped (only XLA reads them; the
-      graph is not run by TensorFlow again), so grappler's function optimizer, which
-      tf2onnx runs, inlines the body.
+      graph is not run by TensorFlow again), so grappler's function optimizer inlines the
+      body, here, with the optimizations tf2onnx runs (it runs them again, cheaply: no
+      weights are in the graph).
 
-    Ops tf2onnx has no converter for are lowered to ones it has (see ``_lower_erfc``).
+    Ops tf2onnx has no converter for are then lowered to ones it has (see ``_lower_erfc``).
     """
+    import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
+    from tf2onnx import tf_loader
 
     frozen = convert_variables_to_constants_v2(
         concrete, lower_control_flow=False, aggressive_inlining=True
@@ -206,12 +209,14 @@ def _freeze(concrete: Any) -> Any:
         for mark in xla_marks:
             if mark in function.attr:
                 del function.attr[mark]
+    with tf.Graph().as_default():
+        graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
     _lower_erfc(graph_def)
     return graph_def
 
 
 def _lower_erfc(graph_def: Any) -> None:
-    """Rewrite ``Erfc(x)`` as ``1 - Erf(x)``, in the graph and in its functions.
+    """Rewrite ``Erfc(x)`` as ``1 - Erf(x)`` in an inlined graph.
 
     Keras's exact GELU (ConvNeXt) is ``0.5 x erfc(-x / sqrt 2)``; tf2onnx converts Erf but not
     Erfc. Where erfc is tiny (x > ~4) the difference loses relative precision, but the GELU
@@ -219,31 +224,20 @@ def _lower_erfc(graph_def: Any) -> None:
     """
     import tensorflow as tf
 
-    def lower(nodes: Any, in_function: bool) -> None:
-        for node in list(nodes):
-            if node.op != "Erfc":
-                continue
-            dtype = node.attr["T"].type
-            erf, one = nodes.add(), nodes.add()
-            erf.name, erf.op = f"{node.name}/erf", "Erf"
-            erf.input.extend(node.input)
-            erf.attr["T"].type = dtype
-            one.name, one.op = f"{node.name}/one", "Const"
-            one.attr["dtype"].type = dtype
-            one.attr["value"].tensor.CopyFrom(
-                tf.make_tensor_proto(1, dtype=tf.dtypes.as_dtype(dtype))
-            )
-            # keep the node's name, so its consumers read the same tensor
-            node.op = "Sub"
-            del node.input[:]
-            if in_function:  # a FunctionDef names tensors node:output_arg:index
-                node.input.extend([f"{one.name}:output:0", f"{erf.name}:y:0"])
-            else:
-                node.input.extend([one.name, erf.name])
-
-    lower(graph_def.node, in_function=False)
-    for function in graph_def.library.function:
-        lower(function.node_def, in_function=True)
+    for node in list(graph_def.node):
+        if node.op != "Erfc":
+            continue
+        dtype = node.attr["T"].type
+        erf, one = graph_def.node.add(), graph_def.node.add()
+        erf.name, erf.op = f"{node.name}/erf", "Erf"
+        erf.input.extend(node.input)
+        erf.attr["T"].type = dtype
+        one.name, one.op = f"{node.name}/one", "Const"
+        one.attr["dtype"].type = dtype
+        one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(1, dtype=tf.dtypes.as_dtype(dtype)))
+        node.op = "Sub"  # the same name: its consumers read the same tensor
+        del node.input[:]
+        node.input.extend([one.name, erf.name])
 
 
 def _check_inputs(graph: Any, expected: list[str]) -> None:
