@@ -135,13 +135,21 @@ def family_table(rows: list[dict[str, Any]]) -> str:
         if not tried:
             stock = "not tried"
         elif "error" in tried[0]["stock"]:
-            error = tried[0]["stock"]["error"].replace("|", "/")
-            stock = f"**cannot export** ({tried[0]['model']}: {error})"
+            error = tried[0]["stock"]["error"].replace("|", "/")[:110]
+            stock = f"**cannot export** ({tried[0]['model']}: {error} ...)"
         else:
             stock = f"exports ({tried[0]['model']})"
         names = ", ".join(r["model"] for r in members)
         lines.append(f"| {family} | {names} | {ours} of {len(members)} | {stock} |")
     return "\n".join(lines) + "\n"
+
+
+def missing_note(rows: list[dict[str, Any]]) -> str:
+    measured = {r["model"] for r in rows}
+    missing = [s.name for s in list_models() if s.name not in measured]
+    if not missing:
+        return ""
+    return f"\nNot measured in this run (`make bench-export` resumes): {', '.join(missing)}.\n"
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -190,6 +198,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], rounds: int) -> None:
         "Runtime: CPU provider, default threads; Keras: `model.predict` after two warm-up "
         f"calls of the same shape. Medians of {rounds} runs.\n\n"
         + table(rows)
+        + missing_note(rows)
         + "\n## Families\n\n"
         'Keras\'s own route (`model.export(format="onnx")`, tf2onnx underneath) was tried on '
         "one model per family where listed; where it cannot export one, it cannot export "
