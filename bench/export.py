@@ -80,7 +80,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | failed: {r['error']} |" + " |" * 11)
+            error = r["error"].replace("|", "/")
+            lines.append(f"| {r['model']} | failed: {error} |" + " |" * 11)
             continue
         size = r["onnx_bytes"]
         bound = 2 * GIB + 4 * size

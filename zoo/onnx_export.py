@@ -48,8 +48,10 @@ is frozen here (``_freeze``) and handed to ``from_graph_def``:
 
 Measured on this 2-core machine at 64 px, weights made pixel-sensitive, max |logit diff|
 against Keras over 8 inputs: EfficientNetB0 1.2e-3 (scale 76), EfficientNetV2B0 2.2e-3
-(89), ConvNeXtTiny 4.4e-5 (37); the tolerance is 1e-4 x the scale. The full-size figures
-and memory of all 40 are in docs/benchmarks/export.md.
+(89), ConvNeXtTiny 4.4e-5 (37); the tolerance is 1e-4 x the scale. At full size (export
+benchmark, 2 cores): EfficientNetB0 peak 1.00 GB (bound 2.08), EfficientNetB5 1.49 (2.45),
+EfficientNetV2M 1.73 (2.80), ConvNeXtBase 2.14 (3.32); logit error 0.01-0.11 of the
+tolerance. More in docs/benchmarks/export.md.
 """
 
 from __future__ import annotations
