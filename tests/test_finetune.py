@@ -319,3 +319,36 @@ def test_cli_jobs_show_watch_cancel(tmp_path: Path, zoo_cli) -> None:
         assert done.returncode == 1 and "has already ended (CANCELLED)" in done.stderr
     finally:
         server.stop()
+
+
+def test_finetune_on_an_efficientnet_base_exports_and_answers(job_server, digits) -> None:
+    """EfficientNet trained and then failed at its export step (issue 15); now it serves."""
+    import onnxruntime as ort
+
+    from zoo.images import decode_image
+
+    folder, held_out = digits
+    size = 64  # at 32 px EfficientNet's last stage sees one position (see test_export)
+    pngs = [png for png, _ in held_out]
+    with ZooClient(job_server.address, token=TOKEN) as zoo:
+        dataset = zoo.upload_dataset(folder)
+        params = {**FAST, "epochs": 5, "image_size": size}
+        job = zoo.finetune("EfficientNetB0", dataset, "digits-effnet", **params)
+        final = job.wait()
+        assert final.state == "SUCCEEDED", final.error
+        assert final.result["verification"]["passed"] is True
+        results = zoo.classify(pngs, "digits-effnet", top_k=len(CLASSES))
+        assert zoo.model("digits-effnet").versions == (1,)
+    version = job_server_repository(job_server) / "digits-effnet/1"
+    manifest = json.loads((version / "zoo.json").read_text())
+    assert manifest["training"]["base_model"] == "EfficientNetB0"
+    assert manifest["input"]["datatype"] == "UINT8"
+    assert manifest["input"]["preprocessing"] == "builtin"
+    assert manifest["input"]["shape"] == [-1, size, size, 3]
+    # The server's answers are the published graph's own, on the same decoded pixels.
+    pixels = np.stack([decode_image(png, (size, size), 10**8) for png in pngs])
+    session = ort.InferenceSession(str(version / "model.onnx"))
+    probabilities = session.run(["probabilities"], {"image": pixels})[0]
+    assert [r.top.index for r in results] == probabilities.argmax(axis=1).tolist()
+    assert np.allclose([r.top.score for r in results], probabilities.max(axis=1), atol=1e-6)
+    assert {r.top.label for r in results} <= {str(c) for c in CLASSES}

@@ -304,3 +304,44 @@ def test_classification_extension_through_tritonclient(server, served_repository
                      outputs=[tc.InferRequestedOutput("probabilities", class_count=1001)])  # fmt: skip
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert "classification needs an int64 class count from 1 to 1000" in info.value.message()
+
+
+# Families the stock route cannot export (zoo.onnx_export): a built-in Normalization with
+# statistics, and a grouped convolution in a nested XLA function.
+NEW_FAMILIES = ("EfficientNetB0", "ConvNeXtTiny")
+
+
+def test_classify_on_efficientnet_and_convnext(tmp_path: Path) -> None:
+    """Exported pixel-sensitive EfficientNetB0 and ConvNeXtTiny answer Classify over gRPC."""
+    from helpers import pixel_sensitive_model
+    from serving import start_server
+
+    import zoo
+    from zoo.export import export_model
+    from zoo.labels import imagenet_labels
+
+    repository = tmp_path / "repo"
+    for name in NEW_FAMILIES:
+        export_model(
+            pixel_sensitive_model(name, 64),
+            repository,
+            model_name=name.lower(),
+            preprocessing=zoo.get_spec(name).preprocessing,
+            labels=imagenet_labels(),
+        )
+    paths = [PHOTO_DIR / p for p in PHOTOS]
+    running = start_server(repository, tmp_path, "--token", TOKEN)
+    try:
+        with ZooClient(running.address, token=TOKEN) as client:
+            answers = {name: client.classify(paths, name.lower(), top_k=3) for name in NEW_FAMILIES}
+    finally:
+        assert running.stop() == 0, running.log.read_text()[-3000:]
+    for name, results in answers.items():
+        top, scores = reference_top(repository / name.lower() / "1/model.onnx", paths, 3)
+        assert [[p.index for p in r.predictions] for r in results] == top.tolist(), name
+        # 1e-5, not 1e-6: the server's sessions run these deeper graphs with other thread
+        # settings than this default session, and float32 sums then round differently.
+        assert np.allclose([[p.score for p in r.predictions] for r in results], scores, atol=1e-5)
+        assert (results[0].model, results[0].version) == (name.lower(), 1)
+        # the photos get different answers: the served graph depends on the pixels
+        assert len({r.top.index for r in results}) > 1, name

@@ -93,11 +93,19 @@ def peak_rss_bytes() -> int:
 
 
 def batched(model: Any, x: np.ndarray, batch: int = 1) -> np.ndarray:
-    # One image at a time: TensorFlow keeps the activation memory of the largest batch it
-    # ran, and at batch 4 that alone broke the export's memory bound (Xception +0.8 GB).
-    return np.concatenate(
-        [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
-    )
+    """Keras's logits for ``x``, a few images at a time, as one TensorFlow graph.
+
+    One image at a time: TensorFlow keeps the activation memory of the largest batch it
+    ran, and at batch 4 that alone broke the export's memory bound (Xception +0.8 GB). As a
+    graph, not eagerly: an eager call of a functional model keeps every intermediate tensor
+    alive until the call returns, while the graph executor frees each after its last use.
+    EfficientNetB5 at 456 px took +1.4 GB for this step eagerly and +0.2 GB as a graph; its
+    export's peak fell from 2.75 GB (over its bound of 2.45) to 1.59 GB.
+    """
+    import tensorflow as tf
+
+    forward = tf.function(lambda images: model(images, training=False))
+    return np.concatenate([np.asarray(forward(x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,34 @@ This route never lets a weight enter TensorFlow's or tf2onnx's graph:
    protobuf merges repeated embedded-message fields, so the file parses as one normal
    ModelProto, while no serialised copy of the whole model ever exists in memory.
 
-Peak memory is TensorFlow + the Keras model + about one folded tensor, which keeps all 13
-seed models under 2 GB + 4 x their ONNX size (see docs/benchmarks/export.md).
+Peak memory is TensorFlow + the Keras model + about one folded tensor, which keeps the
+catalog's models under 2 GB + 4 x their ONNX size (see docs/benchmarks/export.md).
+
+Every catalog family, not only the 13 seed models. tf2onnx's ``from_function`` (what the
+stock route calls too) cannot export EfficientNet, EfficientNetV2 or ConvNeXt, 20 of the 40
+models, for two causes that are properties of a trace, not of those models; so the trace
+is frozen here (``_freeze``) and handed to ``from_graph_def``:
+
+- Tensors a layer computed from its weights at build time are *captured* by the trace.
+  Normalization does this with its mean and variance (``finalize_state``), so
+  ``stateless_call`` cannot substitute them; ``from_function`` froze their values but also
+  made every capture placeholder a graph input, and ONNX Runtime refused to run without
+  them ("Required inputs (['normalization_1/Sub/y:0', 'normalization_1/Sqrt/x:0']) are
+  missing"). Captures are now constants and the graph's inputs are the image and the
+  kernels only (checked); a Normalization with ImageNet statistics exports with them.
+- Keras runs grouped convolutions (ConvNeXt's depthwise 7x7) in a nested
+  ``tf.function(jit_compile=True)``; grappler never inlines a function marked for XLA, so a
+  PartitionedCall stayed in the graph ("No Op registered for PartitionedCall"). The marks
+  are dropped and grappler's function optimizer inlines the body: a plain Conv with
+  group=C in ONNX. ConvNeXt's exact GELU then needs Erfc, which tf2onnx lacks: lowered to
+  1 - Erf.
+
+Measured on this 2-core machine at 64 px, weights made pixel-sensitive, max |logit diff|
+against Keras over 8 inputs: EfficientNetB0 1.2e-3 (scale 76), EfficientNetV2B0 2.2e-3
+(89), ConvNeXtTiny 4.4e-5 (37); the tolerance is 1e-4 x the scale. At full size (export
+benchmark, 2 cores): EfficientNetB0 peak 1.00 GB (bound 2.08), EfficientNetB5 1.49 (2.45),
+EfficientNetV2M 1.73 (2.80), ConvNeXtBase 2.14 (3.32); logit error 0.01-0.11 of the
+tolerance. More in docs/benchmarks/export.md.
 """
 
 from __future__ import annotations
@@ -125,11 +151,105 @@ def _convert_structure(
         logits = tf.identity(tf.cast(logits, tf.float32), name=output_names[0])
         return logits, tf.identity(tf.nn.softmax(logits, axis=-1), name=output_names[1])
 
-    proto, _ = tf2onnx.convert.from_function(
-        forward, input_signature=[x_spec, *weight_specs], opset=opset
+    concrete = forward.get_concrete_function()
+    signature = [t.name for t in concrete.inputs[: 1 + len(fed)]]  # the rest: captures
+    outputs = [t.name for t in concrete.outputs]
+    proto, _ = tf2onnx.convert.from_graph_def(
+        _freeze(concrete, signature, outputs),
+        name="forward",
+        input_names=signature,
+        output_names=outputs,
+        opset=opset,
+        # tf2onnx would name them "image:0", "keras_weight_3:0"
+        tensors_to_rename={name: name.split(":")[0] for name in signature},
     )
+    _check_inputs(proto.graph, [name.split(":")[0] for name in signature])
     _rename_outputs(proto.graph, output_names)
     return proto, {n: variables[i] for i, n in zip(fed, weight_names, strict=True)}
+
+
+def _freeze(concrete: Any, inputs: list[str], outputs: list[str]) -> Any:
+    """The traced function as a self-contained GraphDef: captures constant, calls inlinable.
+
+    Two things in a trace are not the function's inputs or plain ops, and tf2onnx's
+    ``from_function`` mishandles both:
+
+    - Captured tensors. A layer may compute from its weights at build time and use the
+      result in ``call``: Normalization reshapes its mean and variance variables into eager
+      tensors in ``finalize_state`` (EfficientNet's input normalisation), so the trace
+      captures those tensors, not the variables ``stateless_call`` substitutes.
+      ``from_function`` freezes their values but also lists every capture placeholder as a
+      graph input, and ONNX Runtime then asks for them ("Required inputs
+      ['normalization_1/Sub/y:0', ...] are missing"). Here they are frozen to constants and
+      only the signature's tensors become inputs.
+    - Nested functions marked for XLA. Keras's TensorFlow backend runs grouped convolutions
+      (ConvNeXt's depthwise 7x7) as ``tf.function(jit_compile=True)``, and grappler never
+      inlines a function marked ``_XlaMustCompile``, so a PartitionedCall, which tf2onnx
+      cannot convert, stays in the graph. The marks are dropped (only XLA reads them; the
+      graph is not run by TensorFlow again), so grappler's function optimizer inlines the
+      body, here, with the optimizations tf2onnx runs (it runs them again, cheaply: no
+      weights are in the graph).
+
+    Ops tf2onnx has no converter for are then lowered to ones it has (see ``_lower_erfc``).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+    from tf2onnx import tf_loader
+
+    frozen = convert_variables_to_constants_v2(
+        concrete, lower_control_flow=False, aggressive_inlining=True
+    )
+    graph_def = frozen.graph.as_graph_def(add_shapes=True)
+    xla_marks = ("_XlaMustCompile", "_jit_compile", "_noinline")
+    for node in [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]:
+        for mark in xla_marks:
+            if mark in node.attr:
+                del node.attr[mark]
+    for function in graph_def.library.function:
+        for mark in xla_marks:
+            if mark in function.attr:
+                del function.attr[mark]
+    with tf.Graph().as_default():
+        graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
+    _lower_erfc(graph_def)
+    return graph_def
+
+
+def _lower_erfc(graph_def: Any) -> None:
+    """Rewrite ``Erfc(x)`` as ``1 - Erf(x)`` in an inlined graph.
+
+    Keras's exact GELU (ConvNeXt) is ``0.5 x erfc(-x / sqrt 2)``; tf2onnx converts Erf but not
+    Erfc. Where erfc is tiny (x > ~4) the difference loses relative precision, but the GELU
+    output there is 0.5 x times it, below float32's resolution of the values around it.
+    """
+    import tensorflow as tf
+
+    for node in list(graph_def.node):
+        if node.op != "Erfc":
+            continue
+        dtype = node.attr["T"].type
+        erf, one = graph_def.node.add(), graph_def.node.add()
+        erf.name, erf.op = f"{node.name}/erf", "Erf"
+        erf.input.extend(node.input)
+        erf.attr["T"].type = dtype
+        one.name, one.op = f"{node.name}/one", "Const"
+        one.attr["dtype"].type = dtype
+        one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(1, dtype=tf.dtypes.as_dtype(dtype)))
+        node.op = "Sub"  # the same name: its consumers read the same tensor
+        del node.input[:]
+        node.input.extend([one.name, erf.name])
+
+
+def _check_inputs(graph: Any, expected: list[str]) -> None:
+    """The converted graph reads the image and the kernels, nothing else."""
+    names = [i.name for i in graph.input]
+    if names != expected:
+        raise RuntimeError(
+            f"the converted graph has inputs {names[: len(expected) + 3]}...; expected only "
+            f"the image and the {len(expected) - 1} kernels. A captured tensor was not frozen"
+        )
 
 
 def _rename_outputs(graph: Any, names: tuple[str, ...]) -> None:

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 
 DEFAULT_REL_TOL = 1e-4
+# ImageNet's per-channel pixel statistics on a 0..1 scale, as torch-mode preprocessing uses.
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 PHOTOS = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg")
 
 
@@ -82,16 +85,26 @@ def make_pixel_sensitive(model: Any, images: np.ndarray, spread: float = 10.0) -
     """Make a random-weights (``weights=None``) logits model answer differently per image.
 
     Such a model answers almost the same whatever the input, so comparing it with its
-    export would pass even with wrong preprocessing. This sets every BatchNormalization's
-    statistics from ``images`` (already preprocessed; momentum 0, one training-mode pass)
-    and scales the last kernel so the logits spread by about ``spread`` between images.
-    Changes ``model`` in place and returns it.
+    export would pass even with wrong preprocessing. This gives every Normalization layer
+    that was never adapted (mean 0, variance 1: the identity) ImageNet's RGB statistics, the
+    values the pretrained EfficientNets carry, so an export that lost them is caught; sets
+    every BatchNormalization's statistics from ``images`` (already preprocessed; momentum 0,
+    one training-mode pass) and scales the last kernel so the logits spread by about
+    ``spread`` between images. Changes ``model`` in place and returns it.
     """
     import keras
 
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.0
+        adapted = getattr(layer, "adapt_mean", None)
+        never_adapted = (
+            adapted is not None and adapted.shape == (3,) and not np.any(np.asarray(adapted))
+        )
+        if isinstance(layer, keras.layers.Normalization) and never_adapted:
+            layer.adapt_mean.assign(IMAGENET_MEAN_RGB)
+            layer.adapt_variance.assign(np.square(IMAGENET_STD_RGB))
+            layer.finalize_state()  # call() reads tensors computed from these, not them
     model(images, training=True)
     head = [layer for layer in model.layers if hasattr(layer, "kernel")][-1]
     logits = np.asarray(model(images, training=False))
