@@ -150,13 +150,8 @@ class AsyncZooClient:
 
         ``allow_other_source``: add the version even if ``output_model`` serves another model.
         """
-        request = zpb.CreateExportJobRequest(
-            model=model,
-            weights=weights,
-            input=input,
-            output_model=output_model,
-            version=version,
-            allow_other_source=allow_other_source,
+        request = job_api.export_request(
+            model, weights, input, output_model, version, allow_other_source
         )
         return job_api.job_from(await self._call(self._jobs.CreateExportJob, request), self)
 

@@ -151,6 +151,24 @@ def finetune_request(
     )
 
 
+def export_request(
+    model: str,
+    weights: str = "imagenet",
+    input: str = "uint8",
+    output_model: str = "",
+    version: int = 0,
+    allow_other_source: bool = False,
+) -> zpb.CreateExportJobRequest:
+    return zpb.CreateExportJobRequest(
+        model=model,
+        weights=weights,
+        input=input,
+        output_model=output_model,
+        version=version,
+        allow_other_source=allow_other_source,
+    )
+
+
 def job_from(message: zpb.Job, client: Any) -> Job:
     return Job(
         id=message.id,

@@ -40,3 +40,34 @@ def heavy_modules_after(statement: str) -> list[str]:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return ast.literal_eval(done.stdout)
+
+
+def digit_png(image: Any) -> bytes:
+    """One of scikit-learn's 8x8 digits as a 32x32 RGB PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = (image * 16).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).resize((32, 32)).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_digits(
+    root: Any, classes: tuple[int, ...], per_class: int, held_out: int = 15
+) -> list[tuple[bytes, int]]:
+    """``root/<class>/<i>.png`` for ``per_class`` digits of each class; returns the next
+    ``held_out`` of each as (PNG bytes, class) pairs the dataset does not contain."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    kept = []
+    for label in classes:
+        images = data.images[data.target == label]
+        (root / str(label)).mkdir(parents=True)
+        for i, image in enumerate(images[:per_class]):
+            (root / str(label) / f"{i}.png").write_bytes(digit_png(image))
+        kept += [(digit_png(image), label) for image in images[per_class : per_class + held_out]]
+    return kept

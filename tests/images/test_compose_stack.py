@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 from containers import docker, free_port
+from helpers import write_digits
 
 from client import ZooClient
 
@@ -138,31 +139,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.compose("down", "-v", "--timeout", "30")
 
 
-def digit_png(image: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    pixels = (image * 16).clip(0, 255).astype(np.uint8)
-    Image.fromarray(pixels).resize((32, 32)).convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[bytes, int]]]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
     root = tmp_path_factory.mktemp("digits") / "digits"
-    held_out = []
-    for label in CLASSES:
-        images = data.images[data.target == label]
-        (root / str(label)).mkdir(parents=True)
-        for i, image in enumerate(images[:PER_CLASS]):
-            (root / str(label) / f"{i}.png").write_bytes(digit_png(image))
-        held_out += [(digit_png(image), label) for image in images[PER_CLASS : PER_CLASS + 15]]
-    return root, held_out
+    return root, write_digits(root, CLASSES, PER_CLASS)
 
 
 def test_finetune_classify_resume_metrics_and_restart(stack: Stack, digits) -> None:
