@@ -7,7 +7,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +43,6 @@ MUTATING_METHODS = frozenset(
         "/zoo.v1.Jobs/CancelJob",
     }
 )
-
-Check = Callable[[Any, grpc.aio.ServicerContext], Awaitable[None]]
 
 
 def status_code(error: errors.ZooError) -> grpc.StatusCode:
@@ -168,8 +166,8 @@ class Guard:
         name = method.rsplit("/", 1)[-1]
         metrics = self._metrics
 
-        async def admit(request: Any, context: grpc.aio.ServicerContext) -> str:
-            """'' to go on, else the status the call was refused with (it aborts)."""
+        async def admit(request: Any, context: grpc.aio.ServicerContext) -> None:
+            """Abort a call without the token, or whose body did not parse."""
             if guarded and not self._authorized(context):
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED,
@@ -178,7 +176,6 @@ class Guard:
                 )
             if isinstance(request, MalformedRequest):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-            return ""
 
         if kind == "stream_unary":  # a client stream: an undecodable message ends the call
             inner = behavior

@@ -21,6 +21,11 @@ T = TypeVar("T")
 WATCH_POLL_S = 0.5
 
 
+async def _off_loop(io: Executor, call: Callable[[], T]) -> T:
+    """``call`` on ``io``'s threads: store and file I/O never runs on the serving loop."""
+    return await asyncio.get_running_loop().run_in_executor(io, call)
+
+
 @dataclass(eq=False)  # identity: kept in a set
 class _Upload:
     queue: asyncio.Queue[bytes | BaseException | None]
@@ -118,20 +123,17 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
     def close(self) -> None:
         self._receivers.shutdown(wait=False, cancel_futures=True)
 
-    async def _io(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.io, call)
-
     async def ListDatasets(self, request: Any, context: Context) -> zpb.ListDatasetsResponse:
-        datasets = await self._io(self.datasets.list)
+        datasets = await _off_loop(self.io, self.datasets.list)
         return zpb.ListDatasetsResponse(datasets=[convert.dataset(d) for d in datasets])
 
     async def GetDataset(self, request: zpb.GetDatasetRequest, context: Context) -> zpb.Dataset:
-        return convert.dataset(await self._io(lambda: self.datasets.get(request.id)))
+        return convert.dataset(await _off_loop(self.io, lambda: self.datasets.get(request.id)))
 
     async def DeleteDataset(
         self, request: zpb.DeleteDatasetRequest, context: Context
     ) -> zpb.DeleteDatasetResponse:
-        await self._io(lambda: self.datasets.delete(request.id))
+        await _off_loop(self.io, lambda: self.datasets.delete(request.id))
         return zpb.DeleteDatasetResponse()
 
 
@@ -143,46 +145,49 @@ class JobsService(zpb_grpc.JobsServicer):
         self.manager = manager
         self.io = io
 
-    async def _io(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.io, call)
-
     async def CreateFineTuneJob(
         self, request: zpb.CreateFineTuneJobRequest, context: Context
     ) -> zpb.Job:
         params = convert.finetune_params(request.params)
-        job = await self._io(
+        job = await _off_loop(
+            self.io,
             lambda: self.manager.create_finetune(
                 request.base_model,
                 request.dataset_id,
                 request.output_model,
                 params,
                 request.allow_other_source,
-            )
+            ),
         )
         return convert.job(job)
 
     async def CreateExportJob(
         self, request: zpb.CreateExportJobRequest, context: Context
     ) -> zpb.Job:
-        r = request
-        job = await self._io(
+        job = await _off_loop(
+            self.io,
             lambda: self.manager.create_export(
-                r.model, r.weights, r.input, r.output_model, r.version, r.allow_other_source
-            )
+                request.model,
+                request.weights,
+                request.input,
+                request.output_model,
+                request.version,
+                request.allow_other_source,
+            ),
         )
         return convert.job(job)
 
     async def GetJob(self, request: zpb.GetJobRequest, context: Context) -> zpb.Job:
-        return convert.job(await self._io(lambda: self.manager.get(request.id)))
+        return convert.job(await _off_loop(self.io, lambda: self.manager.get(request.id)))
 
     async def ListJobs(
         self, request: zpb.ListJobsRequest, context: Context
     ) -> zpb.ListJobsResponse:
-        jobs = await self._io(lambda: self.manager.jobs(request.state, request.limit))
+        jobs = await _off_loop(self.io, lambda: self.manager.jobs(request.state, request.limit))
         return zpb.ListJobsResponse(jobs=[convert.job(j) for j in jobs])
 
     async def CancelJob(self, request: zpb.CancelJobRequest, context: Context) -> zpb.Job:
-        return convert.job(await self._io(lambda: self.manager.cancel(request.id)))
+        return convert.job(await _off_loop(self.io, lambda: self.manager.cancel(request.id)))
 
     async def WatchJob(
         self, request: zpb.WatchJobRequest, context: Context
@@ -194,7 +199,7 @@ class JobsService(zpb_grpc.JobsServicer):
             return ended, self.manager.events(request.id, after)
 
         while True:
-            ended, events = await self._io(functools.partial(poll, after))
+            ended, events = await _off_loop(self.io, functools.partial(poll, after))
             for event in events:
                 yield convert.job_event(event)
                 after = event.seq

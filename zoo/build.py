@@ -14,9 +14,6 @@ from zoo.errors import InvalidArgument, NotFound
 if TYPE_CHECKING:
     import keras
 
-# Constructor arguments that change the architecture: the catalog's weights files are for
-# the defaults only, so pretrained weights cannot be combined with them.
-
 
 def import_keras() -> Any:
     """Import Keras on the TensorFlow backend (the backend this project pins and exports)."""
@@ -108,9 +105,8 @@ def build_model(
                 f"received {shape}. Use include_top=False for other sizes"
             )
     if pretrained:
+        # the catalog's weights files are for the default architecture only
         refuse_reshaping_imagenet(spec, constructor_kwargs)
-
-    if pretrained:
         weights_arg: str | None = str(
             weights_cache.locate(spec, include_top, weights_dir, allow_download)
         )

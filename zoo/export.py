@@ -38,7 +38,7 @@ from zoo.repository import (
     validate_model_name,
 )
 from zoo.triton_config import TensorSpec, render_config
-from zoo.weights import WeightsSource
+from zoo.weights import WeightsSource, locate
 
 INPUT_MODES = ("uint8", "float32")
 MANIFEST_FORMAT = "keras-zoo.model/1"
@@ -220,8 +220,6 @@ def export_model(
                 "expected 'imagenet', 'none' or the path of a Keras weights file"
             )
         if weights_source.kind == "imagenet":
-            from zoo.weights import locate
-
             locate(spec, True, weights_dir, allow_download)  # fail fast, before the child
         name = validate_model_name(model_name or spec.name.lower())
         mode = spec.preprocessing.value
@@ -262,7 +260,7 @@ def export_model(
             source = {
                 "kind": "catalog",
                 "name": spec.name,
-                "weights": WeightsSource.parse(weights).keras_arg,
+                "weights": weights_source.keras_arg,
                 "input_shape": list(input_shape) if input_shape else None,
                 "weights_dir": str(weights_dir) if weights_dir else None,
                 "allow_download": allow_download,
