@@ -69,6 +69,15 @@ TOKEN = "test-token"
 
 
 @pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[bytes, int]]]:
+    """A labelled digits folder (``<class>/<i>.png``) and held-out (PNG, class) pairs."""
+    from helpers import DIGIT_CLASSES, DIGITS_PER_CLASS, write_digits
+
+    root = tmp_path_factory.mktemp("digits") / "digits"
+    return root, write_digits(root, DIGIT_CLASSES, DIGITS_PER_CLASS)
+
+
+@pytest.fixture(scope="session")
 def served_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository with a small pixel-sensitive uint8 model, a float32 one and a broken one."""
     from helpers import pixel_sensitive_model

@@ -16,31 +16,15 @@ import grpc
 import numpy as np
 import pytest
 from conftest import TOKEN
-from helpers import digit_png, write_digits
+from helpers import (
+    DIGIT_CLASSES,
+    DIGITS_BASE,
+    DIGITS_FAST,
+    DIGITS_PER_CLASS,
+    digit_png,
+)
 
 from client import ZooClient, errors
-
-CLASSES = (0, 1, 2, 3)
-PER_CLASS = 60  # images per class in the dataset; the next 15 are held out
-FAST = {
-    "epochs": 15,
-    "fine_tune_epochs": 1,
-    "learning_rate": 1e-2,
-    "batch_size": 16,
-    "image_size": 32,
-    "unfreeze": 2,
-    "weights": "none",
-}
-# VGG16 with random weights: its features separate digits (a logistic regression on them
-# scored 0.99 here), while deep random bases with BatchNorm (MobileNetV2 0.42, ResNet50 0.53)
-# give a head little to learn from.
-BASE = "VGG16"
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[bytes, int]]]:
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    return root, write_digits(root, CLASSES, PER_CLASS)
 
 
 @pytest.fixture
@@ -64,11 +48,11 @@ def test_finetune_end_to_end(job_server, digits) -> None:
     folder, held_out = digits
     with ZooClient(job_server.address, token=TOKEN) as zoo:
         dataset = zoo.upload_dataset(folder)
-        assert dataset.classes == tuple(str(c) for c in CLASSES)
-        assert dataset.counts == (PER_CLASS,) * len(CLASSES)
+        assert dataset.classes == tuple(str(c) for c in DIGIT_CLASSES)
+        assert dataset.counts == (DIGITS_PER_CLASS,) * len(DIGIT_CLASSES)
         assert zoo.upload_dataset(folder).id == dataset.id  # idempotent
 
-        job = zoo.finetune(BASE, dataset, "digits", **FAST)
+        job = zoo.finetune(DIGITS_BASE, dataset, "digits", **DIGITS_FAST)
         assert job.state == "QUEUED"
         events = list(job.watch())
         job.refresh()
@@ -91,14 +75,14 @@ def test_finetune_end_to_end(job_server, digits) -> None:
 
         # the running server serves the new model without any other step, and says what it is
         served = zoo.model("digits")
-        assert served.versions == (1,) and served.num_classes == len(CLASSES)
+        assert served.versions == (1,) and served.num_classes == len(DIGIT_CLASSES)
         # a watch resumed after the 3rd event sees exactly the rest
         assert [e.seq for e in job.watch(after_event=3)] == [e.seq for e in events[3:]]
     manifest = json.loads((job_server_repository(job_server) / "digits/1/zoo.json").read_text())
-    assert manifest["labels"] == [str(c) for c in CLASSES]
-    assert manifest["training"]["base_model"] == BASE
+    assert manifest["labels"] == [str(c) for c in DIGIT_CLASSES]
+    assert manifest["training"]["base_model"] == DIGITS_BASE
     assert manifest["training"]["val_accuracy"] >= 0.7
-    assert len(manifest["training"]["confusion_matrix"]) == len(CLASSES)
+    assert len(manifest["training"]["confusion_matrix"]) == len(DIGIT_CLASSES)
     assert "phase1_accuracy" in manifest["training"]["history"]
 
 
@@ -110,7 +94,9 @@ def test_cancel_a_running_job(job_server, digits) -> None:
     folder, _ = digits
     with ZooClient(job_server.address, token=TOKEN) as zoo:
         dataset = zoo.upload_dataset(folder)
-        job = zoo.finetune(BASE, dataset, "never", **{**FAST, "epochs": 1000, "patience": 1000})
+        job = zoo.finetune(
+            DIGITS_BASE, dataset, "never", **{**DIGITS_FAST, "epochs": 1000, "patience": 1000}
+        )
         for event in job.watch():
             if event.type == "epoch":
                 break
@@ -135,8 +121,8 @@ def test_killed_worker_job_resumes_from_checkpoint(tmp_path: Path, digits) -> No
     try:
         with ZooClient(server.address) as zoo:
             dataset = zoo.upload_dataset(folder)
-            params = {**FAST, "epochs": 400, "patience": 400, "fine_tune_epochs": 0}
-            job = zoo.finetune(BASE, dataset, "resumed", **params)
+            params = {**DIGITS_FAST, "epochs": 400, "patience": 400, "fine_tune_epochs": 0}
+            job = zoo.finetune(DIGITS_BASE, dataset, "resumed", **params)
             first = subprocess.Popen(worker_cmd, start_new_session=True, stderr=subprocess.DEVNULL)
             seen = 0
             for event in job.watch():
@@ -230,14 +216,14 @@ def test_bad_uploads_and_job_requests(job_server, digits, tmp_path: Path) -> Non
                 r"learning_rate must be in \(0, 10\]; received -0\.1",
             ),
         ]:
-            args = {"base": BASE, "dataset": dataset.id, "output_model": "ok", **kwargs}
+            args = {"base": DIGITS_BASE, "dataset": dataset.id, "output_model": "ok", **kwargs}
             with pytest.raises(error, match=message):
                 zoo.finetune(
                     args.pop("base"), args.pop("dataset"), args.pop("output_model"), **args
                 )
         assert zoo.jobs() == []
     with ZooClient(job_server.address) as anonymous, pytest.raises(errors.Unauthenticated):
-        anonymous.finetune(BASE, dataset, "ok")
+        anonymous.finetune(DIGITS_BASE, dataset, "ok")
 
 
 def test_cli_upload_finetune_and_jobs(job_server, digits, zoo_cli) -> None:
@@ -246,9 +232,9 @@ def test_cli_upload_finetune_and_jobs(job_server, digits, zoo_cli) -> None:
     done = zoo_cli("upload", str(folder), "--server", job_server.address, "--json", env=env)
     assert done.returncode == 0, done.stderr
     dataset = json.loads(done.stdout)
-    args = ["finetune", "--base", BASE, "--dataset", dataset["id"], "--output", "cli-digits",
+    args = ["finetune", "--base", DIGITS_BASE, "--dataset", dataset["id"], "--output", "cli-digits",
             "--server", job_server.address, "--wait"]  # fmt: skip
-    for key, value in FAST.items():
+    for key, value in DIGITS_FAST.items():
         args += ["-p", f"{key}={value}"]
     done = zoo_cli(*args, env=env)
     assert done.returncode == 0, done.stderr + done.stdout
@@ -256,7 +242,7 @@ def test_cli_upload_finetune_and_jobs(job_server, digits, zoo_cli) -> None:
     done = zoo_cli("jobs", "list", "--server", job_server.address, "--json")
     (job,) = json.loads(done.stdout)
     assert (job["state"], job["params"]["output_model"]) == ("SUCCEEDED", "cli-digits")
-    done = zoo_cli("finetune", "--base", BASE, "--dataset", dataset["id"], "--output", "x",
+    done = zoo_cli("finetune", "--base", DIGITS_BASE, "--dataset", dataset["id"], "--output", "x",
                    "-p", "epochs", "--server", job_server.address, env=env)  # fmt: skip
     assert done.returncode == 1 and "--param takes KEY=VALUE; received 'epochs'" in done.stderr
 
@@ -315,12 +301,12 @@ def test_finetune_on_an_efficientnet_base_exports_and_answers(job_server, digits
     pngs = [png for png, _ in held_out]
     with ZooClient(job_server.address, token=TOKEN) as zoo:
         dataset = zoo.upload_dataset(folder)
-        params = {**FAST, "epochs": 5, "image_size": size}
+        params = {**DIGITS_FAST, "epochs": 5, "image_size": size}
         job = zoo.finetune("EfficientNetB0", dataset, "digits-effnet", **params)
         final = job.wait()
         assert final.state == "SUCCEEDED", final.error
         assert final.result["verification"]["passed"] is True
-        results = zoo.classify(pngs, "digits-effnet", top_k=len(CLASSES))
+        results = zoo.classify(pngs, "digits-effnet", top_k=len(DIGIT_CLASSES))
         assert zoo.model("digits-effnet").versions == (1,)
     version = job_server_repository(job_server) / "digits-effnet/1"
     manifest = json.loads((version / "zoo.json").read_text())
@@ -334,4 +320,4 @@ def test_finetune_on_an_efficientnet_base_exports_and_answers(job_server, digits
     probabilities = session.run(["probabilities"], {"image": pixels})[0]
     assert [r.top.index for r in results] == probabilities.argmax(axis=1).tolist()
     assert np.allclose([r.top.score for r in results], probabilities.max(axis=1), atol=1e-6)
-    assert {r.top.label for r in results} <= {str(c) for c in CLASSES}
+    assert {r.top.label for r in results} <= {str(c) for c in DIGIT_CLASSES}

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 from containers import docker, free_port
-from helpers import write_digits
+from helpers import DIGIT_CLASSES, DIGITS_BASE, DIGITS_FAST, DIGITS_PER_CLASS
 
 from client import ZooClient
 
@@ -33,19 +33,6 @@ pytestmark = pytest.mark.images
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ("deploy/docker-compose.cpu.yml", "deploy/docker-compose.ci.yml")
-CLASSES = (0, 1, 2, 3)
-PER_CLASS = 60  # images per class in the dataset; the next 15 are held out
-# As tests/test_finetune.py: VGG16 with random weights at 32x32 separates digits.
-BASE = "VGG16"
-FAST = {
-    "epochs": 15,
-    "fine_tune_epochs": 1,
-    "learning_rate": 1e-2,
-    "batch_size": 16,
-    "image_size": 32,
-    "unfreeze": 2,
-    "weights": "none",
-}
 
 
 def compose(
@@ -139,21 +126,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.compose("down", "-v", "--timeout", "30")
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[bytes, int]]]:
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    return root, write_digits(root, CLASSES, PER_CLASS)
-
-
 def test_finetune_classify_resume_metrics_and_restart(stack: Stack, digits) -> None:
     folder, held_out = digits
     started = time.monotonic()
     with ZooClient(stack.address) as zoo:
         dataset = zoo.upload_dataset(folder)
-        assert dataset.counts == (PER_CLASS,) * len(CLASSES)
+        assert dataset.counts == (DIGITS_PER_CLASS,) * len(DIGIT_CLASSES)
 
         # fine-tune to SUCCEEDED, then classify held-out digits with the new model
-        job = zoo.finetune(BASE, dataset, "digits", **FAST)
+        job = zoo.finetune(DIGITS_BASE, dataset, "digits", **DIGITS_FAST)
         final = job.wait()
         assert final.state == "SUCCEEDED", final.error
         finetune_s = time.monotonic() - started
@@ -165,8 +146,8 @@ def test_finetune_classify_resume_metrics_and_restart(stack: Stack, digits) -> N
         assert accuracy >= 0.7
 
         # kill the worker running a job: the other one resumes it from its checkpoint
-        params = {**FAST, "epochs": 400, "patience": 400, "fine_tune_epochs": 0}
-        resumed = zoo.finetune(BASE, dataset, "resumed", **params)
+        params = {**DIGITS_FAST, "epochs": 400, "patience": 400, "fine_tune_epochs": 0}
+        resumed = zoo.finetune(DIGITS_BASE, dataset, "resumed", **params)
         seen = 0
         for event in resumed.watch():
             seen += event.type == "epoch"
