@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -123,14 +124,14 @@ def infer_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
                     f"input {clip(tensor.name)!r}: {len(values)} values in contents.{field}; "
                     f"shape {list(shape)} needs {count}"
                 )
-            array = _typed_array(tensor.name, values, dtype).reshape(shape)
+            array = typed_array(tensor.name, values, dtype).reshape(shape)
         if tensor.name in arrays:
             raise InvalidArgument(f"input {clip(tensor.name)!r} appears twice")
         arrays[tensor.name] = array
     return arrays
 
 
-def _typed_array(name: str, values: Any, dtype: np.dtype[Any]) -> np.ndarray:
+def typed_array(name: str, values: Any, dtype: np.dtype[Any]) -> np.ndarray:
     """Typed contents as ``dtype``; integers outside its range are refused, not wrapped."""
     if dtype.kind not in "iu":
         return np.asarray(values, dtype=dtype)
@@ -199,11 +200,12 @@ def classification(
     return np.array(rows, dtype=object)
 
 
-def refuse_load_parameters(request: pb.RepositoryModelLoadRequest) -> None:
-    """Triton's load parameters (``config`` overrides, ``file:...`` contents) are refused, not
-    ignored: models come from the repository as exported, with their own config."""
-    if request.parameters:
-        names = ", ".join(repr(clip(k, 40)) for k in sorted(request.parameters)[:5])
+def refuse_load_parameters(parameters: Collection[str]) -> None:
+    """Triton's load parameters (``config`` overrides, ``file:...`` contents), given by name,
+    are refused, not ignored: models come from the repository as exported, with their own
+    config."""
+    if parameters:
+        names = ", ".join(repr(clip(k, 40)) for k in sorted(parameters)[:5])
         raise InvalidArgument(
             f"RepositoryModelLoad parameters are not supported (received {names}); this server "
             "loads the model's newest version from its repository as exported"

@@ -12,9 +12,23 @@ from server.interceptors import MalformedRequest, bounded
 from zoo import __version__
 from zoo.errors import ZooError
 from zoo.serving.dataplane import DataPlane
+from zoo.serving.stats import ModelStats
 
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification"]
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
+
+
+def statistics(plane: DataPlane, name: str, version: str) -> list[ModelStats]:
+    """The statistics of every model, of model ``name``, or of one version of it ('' for
+    all): what ModelStatistics and the REST statistics answer. An unknown model: NotFound."""
+    stats = plane.stats.all()
+    if name:
+        plane.repository.versions(name)  # NotFound for unknown models
+        stats = [s for s in stats if s.name == name]
+    if version:
+        number = convert.parse_version(version)
+        stats = [s for s in stats if s.version == number]
+    return stats
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -88,14 +102,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: Context
     ) -> pb.ModelStatisticsResponse:
-        stats = self.plane.stats.all()
-        if request.name:
-            self.plane.repository.versions(request.name)  # NotFound for unknown models
-            stats = [s for s in stats if s.name == request.name]
-        if request.version:
-            number = convert.parse_version(request.version)
-            stats = [s for s in stats if s.version == number]
-        return convert.model_statistics(stats)
+        return convert.model_statistics(statistics(self.plane, request.name, request.version))
 
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Context
@@ -105,7 +112,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
-        convert.refuse_load_parameters(request)
+        convert.refuse_load_parameters(request.parameters)
         await self.plane.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 

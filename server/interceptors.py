@@ -45,6 +45,19 @@ MUTATING_METHODS = frozenset(
 )
 
 
+def bearer(token: str | None) -> bytes | None:
+    """What an authorization header or metadata must hold for ``token`` (None: no token)."""
+    return f"Bearer {token}".encode() if token else None
+
+
+def token_matches(given: str | bytes | None, expected: bytes | None) -> bool:
+    """Whether ``given`` (an authorization value) is ``expected``, in constant time."""
+    if given is None:
+        return False
+    given = given.encode() if isinstance(given, str) else given
+    return hmac.compare_digest(given, expected or b"")
+
+
 def status_code(error: errors.ZooError) -> grpc.StatusCode:
     """The status code of ``error``: its class's entry, else its nearest base class's."""
     for cls in type(error).__mro__:
@@ -143,7 +156,7 @@ class Guard:
 
     def __init__(self, metrics: Metrics, token: str | None = None) -> None:
         self._metrics = metrics
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._expected = bearer(token)
 
     def registering(self, server: grpc.aio.Server) -> Any:
         """A stand-in for ``server`` to pass to generated ``add_..._to_server`` functions."""
@@ -152,8 +165,7 @@ class Guard:
     def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
-                given = value.encode() if isinstance(value, str) else value
-                return hmac.compare_digest(given, self._expected or b"")
+                return token_matches(value, self._expected)
         return False
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -13,15 +14,16 @@ from protos import zoo_service_pb2 as zpb
 from protos import zoo_service_pb2_grpc as zpb_grpc
 from server import convert
 from zoo.errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable, ZooError
-from zoo.jobs.datasets import DatasetStore
+from zoo.jobs.datasets import Dataset, DatasetStore
 from zoo.jobs.manager import JobManager
+from zoo.jobs.records import JobEvent
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 T = TypeVar("T")
 WATCH_POLL_S = 0.5
 
 
-async def _off_loop(io: Executor, call: Callable[[], T]) -> T:
+async def off_loop(io: Executor, call: Callable[[], T]) -> T:
     """``call`` on ``io``'s threads: store and file I/O never runs on the serving loop."""
     return await asyncio.get_running_loop().run_in_executor(io, call)
 
@@ -52,6 +54,12 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
     async def UploadDataset(
         self, request_iterator: AsyncIterator[zpb.UploadDatasetRequest], context: Context
     ) -> zpb.Dataset:
+        pieces = ((m.filename, m.chunk) async for m in request_iterator)
+        return convert.dataset(await self.receive(pieces))
+
+    async def receive(self, pieces: AsyncIterator[tuple[str, bytes]]) -> Dataset:
+        """One archive from ``pieces`` ((filename hint, chunk) pairs; the first non-empty
+        hint counts), unpacked into a dataset: the upload path of gRPC and HTTP alike."""
         if len(self._active) >= self.max_uploads:
             raise ResourceExhausted(
                 f"{len(self._active)} dataset uploads are in progress, the server's limit "
@@ -73,17 +81,16 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
 
         async def feed() -> None:
             nonlocal filename
-            messages = aiter(request_iterator)
             end: BaseException | None = None  # None: the archive is complete
             try:
                 while True:
                     try:
-                        message = await asyncio.wait_for(anext(messages), self.idle_s)
+                        name, chunk = await asyncio.wait_for(anext(pieces), self.idle_s)
                     except StopAsyncIteration:
                         break
-                    filename = filename or message.filename
-                    if message.chunk:
-                        await upload.queue.put(message.chunk)
+                    filename = filename or name
+                    if chunk:
+                        await upload.queue.put(chunk)
             except TimeoutError:
                 end = DeadlineExceeded(
                     f"the upload sent nothing for {self.idle_s:g} s (upload_idle_s); it was dropped"
@@ -111,7 +118,7 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
             upload.received = True
             upload.feeding.cancel()
             self._active.discard(upload)
-        return convert.dataset(dataset)
+        return dataset
 
     def cancel_uploads(self) -> int:
         """End every upload in progress (server shutdown); returns how many there were."""
@@ -124,16 +131,16 @@ class DatasetsService(zpb_grpc.DatasetsServicer):
         self._receivers.shutdown(wait=False, cancel_futures=True)
 
     async def ListDatasets(self, request: Any, context: Context) -> zpb.ListDatasetsResponse:
-        datasets = await _off_loop(self.io, self.datasets.list)
+        datasets = await off_loop(self.io, self.datasets.list)
         return zpb.ListDatasetsResponse(datasets=[convert.dataset(d) for d in datasets])
 
     async def GetDataset(self, request: zpb.GetDatasetRequest, context: Context) -> zpb.Dataset:
-        return convert.dataset(await _off_loop(self.io, lambda: self.datasets.get(request.id)))
+        return convert.dataset(await off_loop(self.io, lambda: self.datasets.get(request.id)))
 
     async def DeleteDataset(
         self, request: zpb.DeleteDatasetRequest, context: Context
     ) -> zpb.DeleteDatasetResponse:
-        await _off_loop(self.io, lambda: self.datasets.delete(request.id))
+        await off_loop(self.io, lambda: self.datasets.delete(request.id))
         return zpb.DeleteDatasetResponse()
 
 
@@ -149,7 +156,7 @@ class JobsService(zpb_grpc.JobsServicer):
         self, request: zpb.CreateFineTuneJobRequest, context: Context
     ) -> zpb.Job:
         params = convert.finetune_params(request.params)
-        job = await _off_loop(
+        job = await off_loop(
             self.io,
             lambda: self.manager.create_finetune(
                 request.base_model,
@@ -164,7 +171,7 @@ class JobsService(zpb_grpc.JobsServicer):
     async def CreateExportJob(
         self, request: zpb.CreateExportJobRequest, context: Context
     ) -> zpb.Job:
-        job = await _off_loop(
+        job = await off_loop(
             self.io,
             lambda: self.manager.create_export(
                 request.model,
@@ -178,31 +185,42 @@ class JobsService(zpb_grpc.JobsServicer):
         return convert.job(job)
 
     async def GetJob(self, request: zpb.GetJobRequest, context: Context) -> zpb.Job:
-        return convert.job(await _off_loop(self.io, lambda: self.manager.get(request.id)))
+        return convert.job(await off_loop(self.io, lambda: self.manager.get(request.id)))
 
     async def ListJobs(
         self, request: zpb.ListJobsRequest, context: Context
     ) -> zpb.ListJobsResponse:
-        jobs = await _off_loop(self.io, lambda: self.manager.jobs(request.state, request.limit))
+        jobs = await off_loop(self.io, lambda: self.manager.jobs(request.state, request.limit))
         return zpb.ListJobsResponse(jobs=[convert.job(j) for j in jobs])
 
     async def CancelJob(self, request: zpb.CancelJobRequest, context: Context) -> zpb.Job:
-        return convert.job(await _off_loop(self.io, lambda: self.manager.cancel(request.id)))
+        return convert.job(await off_loop(self.io, lambda: self.manager.cancel(request.id)))
 
     async def WatchJob(
         self, request: zpb.WatchJobRequest, context: Context
     ) -> AsyncIterator[zpb.JobEvent]:
-        after = request.after_event
+        async for event in self.events(request.id, request.after_event):
+            yield convert.job_event(event)
 
-        def poll(after: int) -> tuple[bool, list[Any]]:
-            ended = self.manager.get(request.id).state.terminal  # read before the events
-            return ended, self.manager.events(request.id, after)
+    async def events(
+        self, job_id: str, after: int, stop: asyncio.Event | None = None
+    ) -> AsyncIterator[JobEvent]:
+        """A job's events after number ``after``, as they are written, until the job has
+        ended (or ``stop`` is set): what WatchJob and the HTTP event stream send."""
+
+        def poll(after: int) -> tuple[bool, list[JobEvent]]:
+            ended = self.manager.get(job_id).state.terminal  # read before the events
+            return ended, self.manager.events(job_id, after)
 
         while True:
-            ended, events = await _off_loop(self.io, functools.partial(poll, after))
+            ended, events = await off_loop(self.io, functools.partial(poll, after))
             for event in events:
-                yield convert.job_event(event)
+                yield event
                 after = event.seq
-            if ended:
+            if ended or (stop is not None and stop.is_set()):
                 return
-            await asyncio.sleep(WATCH_POLL_S)
+            if stop is None:
+                await asyncio.sleep(WATCH_POLL_S)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), WATCH_POLL_S)
