@@ -57,13 +57,14 @@ ENV PATH=/opt/zoo/bin:$PATH \
     ZOO_REPOSITORY=/data/models \
     ZOO_DATA_DIR=/data/zoo \
     ZOO_PORT=8001 \
-    ZOO_METRICS_PORT=8002
+    ZOO_METRICS_PORT=8002 \
+    ZOO_HTTP_PORT=8000
 # /data/models: the model repository; /data/zoo: datasets, job files (and SQLite without
 # ZOO_DATABASE); /opt/keras: the weights cache (reproducible: zoo weights fetch/seed).
 # Nothing else is written: `docker run --read-only --tmpfs /tmp` works.
 VOLUME ["/data/models", "/data/zoo", "/opt/keras"]
 WORKDIR /home/zoo
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # Docker 20.10 has no --start-interval, so the first check runs one interval after the start.
 HEALTHCHECK --interval=10s --timeout=6s --start-period=60s --retries=3 \
   CMD zoo health --server "127.0.0.1:${ZOO_PORT:-8001}" --timeout 5

@@ -28,8 +28,11 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from protos import grpc_service_pb2, grpc_service_pb2_grpc, zoo_service_pb2, zoo_service_pb2_grpc
 from protos.pool import POOL
+from server.http.errors import TokenCheck
+from server.http.server import HttpServer
+from server.http.services import Services
 from server.inference_service import InferenceService
-from server.interceptors import Guard
+from server.interceptors import Guard, bearer
 from server.jobs_service import DatasetsService, JobsService
 from server.metrics import Metrics
 from server.zoo_service import ModelZooService
@@ -98,6 +101,11 @@ class RunningServer:
     stop_workers: threading.Event
     datasets: DatasetsService
     jobs_io: ThreadPoolExecutor
+    http: HttpServer | None = None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http else None
 
     async def stop(self, grace: float | None) -> None:
         self.plane.ready = False
@@ -105,7 +113,10 @@ class RunningServer:
         # An upload can last as long as its client likes: end them rather than wait out grace.
         if cancelled := self.datasets.cancel_uploads():
             log.info("shutting down: ended %d dataset upload(s) in progress", cancelled)
-        await self.server.stop(grace)
+        if self.http is None:
+            await self.server.stop(grace)
+        else:  # both drain at once, each up to grace
+            await asyncio.gather(self.server.stop(grace), self.http.stop())
         self.datasets.close()
         self.jobs_io.shutdown(wait=False, cancel_futures=True)
         await self.plane.close()
@@ -187,7 +198,8 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     jobs_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobs-io")
     datasets_service = DatasetsService(datasets, jobs_io, config.max_uploads, config.upload_idle_s)
     zoo_service_pb2_grpc.add_DatasetsServicer_to_server(datasets_service, guarded)
-    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager, jobs_io), guarded)
+    jobs_service = JobsService(manager, jobs_io)
+    zoo_service_pb2_grpc.add_JobsServicer_to_server(jobs_service, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), guarded)
     reflection.enable_server_reflection(
         (
@@ -210,19 +222,42 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     if config.metrics_port >= 0:
         metrics_port = metrics.serve(config.host, config.metrics_port)
     await server.start()
+    http = None
+    if config.http_port >= 0:
+        services = Services(
+            plane,
+            datasets_service,
+            jobs_service,
+            jobs_io,
+            TokenCheck(bearer(config.token)),
+            config.max_message_bytes,
+            asyncio.Event(),
+        )
+        http = HttpServer(config, services)
+        await http.start()
     await plane.start()
     stop_workers = threading.Event()
     workers = start_workers(config, stop_workers)
     log.info(
-        "serving on %s:%d (metrics on %s), repository %s, models %s",
+        "serving on %s:%d (HTTP on %s, metrics on %s), repository %s, models %s",
         config.host,
         port,
+        http.port if http else None,
         metrics_port,
         config.repository,
         plane.repository.models(),
     )
     return RunningServer(
-        server, port, metrics_port, plane, metrics, workers, stop_workers, datasets_service, jobs_io
+        server,
+        port,
+        metrics_port,
+        plane,
+        metrics,
+        workers,
+        stop_workers,
+        datasets_service,
+        jobs_io,
+        http,
     )
 
 
@@ -258,10 +293,12 @@ async def serve(config: ServerConfig, ready_file: str | None = None) -> None:
     if ready_file:  # written whole, then renamed: a reader never sees half of it
         tmp = f"{ready_file}.tmp"
         with open(tmp, "w") as f:
-            json.dump({"port": running.port, "metrics_port": running.metrics_port}, f)
+            ports = {"metrics_port": running.metrics_port, "http_port": running.http_port}
+            json.dump({"port": running.port, **ports}, f)
         os.replace(tmp, ready_file)
     print(
         f"keras-zoo serving on {config.host}:{running.port}"
+        + (f", HTTP on :{running.http_port}" if running.http_port else "")
         + (f", metrics on :{running.metrics_port}" if running.metrics_port else ""),
         file=sys.stderr,
         flush=True,

@@ -18,6 +18,11 @@ class ServerProcess:
     port: int
     metrics_port: int | None
     log: Path
+    http_port: int | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def address(self) -> str:
@@ -40,7 +45,10 @@ def start_server(
     ready = workdir / f"ready-{time.monotonic_ns()}.json"
     log = workdir / f"server-{time.monotonic_ns()}.log"
     exe = Path(sys.executable).with_name("zoo")
-    command = [str(exe), "serve", "-r", str(repository), "--port", "0", "--metrics-port", "0"]
+    command = [
+        *(str(exe), "serve", "-r", str(repository)),
+        *("--port", "0", "--metrics-port", "0", "--http-port", "0"),
+    ]
     process = subprocess.Popen(
         [*command, "--ready-file", str(ready), *args],
         stdout=subprocess.DEVNULL,
@@ -55,4 +63,4 @@ def start_server(
         time.sleep(0.05)
     time.sleep(0.05)
     info = json.loads(ready.read_text())
-    return ServerProcess(process, info["port"], info["metrics_port"], log)
+    return ServerProcess(process, info["port"], info["metrics_port"], log, info.get("http_port"))

@@ -74,7 +74,11 @@ def check_stack(config: dict[str, Any], flavour: str) -> None:
     assert server["command"] == ["serve", "--host", "0.0.0.0"]
     assert worker["command"] == ["worker"]
     assert str(server["environment"]["ZOO_WORKERS"]) == "0"
-    assert {(p["published"], p["target"]) for p in server["ports"]} == {(8001, 8001), (8002, 8002)}
+    assert {(p["published"], p["target"]) for p in server["ports"]} == {
+        (8001, 8001),
+        (8002, 8002),
+        (8000, 8000),
+    }
     assert server["healthcheck"]["test"][:3] == ["CMD", "zoo", "health"]
     assert worker["healthcheck"] == {"test": ["NONE"]}  # `disable: true`, normalized
     assert services["postgres"]["image"] == "postgres:15"

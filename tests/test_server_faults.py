@@ -334,7 +334,7 @@ def test_unusable_data_directory_is_one_line_at_start(tmp_path: Path, zoo_cli) -
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     done = zoo_cli(
-        "serve", "-r", str(tmp_path / "repo"), "--port", "0", "--metrics-port", "-1",
+        "serve", "-r", str(tmp_path / "repo"), "--port", "0", "--metrics-port", "-1", "--http-port", "-1",
         env={"ZOO_DATA_DIR": str(blocker / "data")},
     )  # fmt: skip
     assert done.returncode == 1

@@ -32,11 +32,21 @@ class ServerConfig:
     metrics_port: int = field(
         default=8002, metadata={"help": "Prometheus metrics HTTP port (0 picks one, -1 off)."}
     )
+    http_port: int = field(
+        default=8000,
+        metadata={
+            "help": "HTTP port: the v2 protocol over REST and the JSON API (0 picks one, -1 off)."
+        },
+    )
     repository: Path = field(
         default=Path("model_repository"), metadata={"help": "Model repository directory."}
     )
     max_message_bytes: int = field(
-        default=256 * 2**20, metadata={"help": "Largest gRPC message accepted or sent."}
+        default=256 * 2**20,
+        metadata={
+            "help": "Largest gRPC message accepted or sent, and largest HTTP request body "
+            "(dataset archives: max_upload_bytes)."
+        },
     )
     providers: tuple[str, ...] = field(
         default=PROVIDERS,
@@ -149,6 +159,8 @@ class ServerConfig:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidArgument("TLS needs both tls_cert and tls_key")
+        if self.http_port < -1:
+            raise InvalidArgument(f"http_port must be >= -1; received {self.http_port}")
         if not self.upload_idle_s > 0:
             raise InvalidArgument(f"upload_idle_s must be > 0; received {self.upload_idle_s}")
         if self.log_format not in ("text", "json"):

@@ -18,6 +18,9 @@ def serve(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", help="Prometheus port [8002]; -1 turns metrics off."
     ),
+    http_port: int | None = typer.Option(
+        None, "--http-port", help="HTTP port (v2 REST, JSON API) [8000]; 0 picks one, -1 off."
+    ),
     repository: Path | None = typer.Option(None, "--repository", "-r", help="Model repository."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML settings file."),
     token: str | None = typer.Option(
@@ -52,6 +55,7 @@ def serve(
             "host": host,
             "port": port,
             "metrics_port": metrics_port,
+            "http_port": http_port,
             "repository": repository,
             "token": token,
             "tls_cert": tls_cert,

@@ -1,0 +1,82 @@
+"""The HTTP server: a Starlette app on uvicorn, in the gRPC server's event loop.
+
+uvicorn's ``Server.serve`` would install its own SIGINT/SIGTERM handlers over the ones
+``server.app.serve`` set, so its steps are called directly: bind (our socket, so port 0
+tells the port it got), accept until ``stop``, then drain like the gRPC server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from server.http import v1, v2
+from server.http.errors import EXCEPTION_HANDLERS
+from server.http.services import Services
+from zoo.config import ServerConfig
+
+log = logging.getLogger("zoo.server")
+
+
+def create_app(services: Services) -> Starlette:
+    handlers: dict[Any, Any] = dict(EXCEPTION_HANDLERS)
+    return Starlette(
+        routes=[*v2.routes(services), *v1.routes(services)], exception_handlers=handlers
+    )
+
+
+class HttpServer:
+    def __init__(self, config: ServerConfig, services: Services) -> None:
+        self.services = services
+        self._config = uvicorn.Config(
+            create_app(services),
+            host=config.host,
+            port=config.http_port,
+            ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+            ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+            log_config=None,  # the server's logging, configured once (server.app)
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=math.ceil(config.grace_seconds),
+            server_header=False,
+        )
+        self._server = uvicorn.Server(self._config)
+        self._main: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind and start accepting; returns the port (``http_port`` 0 picks a free one)."""
+        self._config.load()
+        family = socket.AF_INET6 if ":" in self._config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._config.host, self._config.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(self._config.backlog)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._server.lifespan = self._config.lifespan_class(self._config)  # as serve() does
+        await self._server.startup(sockets=[sock])
+        self._main = asyncio.get_running_loop().create_task(self._server.main_loop())
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop accepting, end event streams, let requests in flight finish (up to
+        ``grace_seconds``, then they are cancelled)."""
+        self.services.closing.set()
+        self._server.should_exit = True
+        if self._main is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        await self._server.shutdown()
