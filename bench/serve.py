@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,46 +63,93 @@ def request(model: str, batch: int, size: int) -> pb.ModelInferRequest:
     return message
 
 
-async def drive(
-    address: str, message: pb.ModelInferRequest, concurrency: int, seconds: float
+async def closed_loop(
+    send: Callable[[], Awaitable[Any]], concurrency: int, seconds: float
 ) -> tuple[int, float, list[float]]:
     """Closed-loop load: ``concurrency`` callers, each sending its next request on reply.
 
     Recording starts once every caller has had its first answer (the start-up burst is
-    over) and lasts ``seconds``; returns (images answered in that window, the time from
+    over) and lasts ``seconds``; returns (requests answered in that window, the time from
     its start to the last of those answers, their latencies).
     """
+    latencies: list[float] = []
+    warm = 0
+    window = [float("inf"), float("inf")]  # recording start and end
+    last = [0.0]  # the last answer recorded
+
+    async def caller() -> None:
+        nonlocal warm
+        first = True
+        while True:
+            started = time.perf_counter()
+            if started >= window[1]:
+                return
+            await send()
+            done = time.perf_counter()
+            if window[0] <= done <= window[1]:
+                latencies.append(done - started)
+                last[0] = max(last[0], done)
+            if first:
+                first, warm = False, warm + 1
+                if warm == concurrency:
+                    window[:] = [done, done + seconds]
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    # Up to the last answer, not the window's end: with a few long requests (ResNet50 at
+    # batch 8: 139 ms) the tail of the window after it would count as idle time.
+    elapsed = last[0] - window[0] if latencies else seconds
+    return len(latencies), elapsed, latencies
+
+
+async def drive(
+    address: str, message: pb.ModelInferRequest, concurrency: int, seconds: float
+) -> tuple[int, float, list[float]]:
+    """``closed_loop`` over gRPC (grpc.aio, one channel), or over REST when ``address`` is
+    an http:// URL (aiohttp, one connection per caller; v2 infer with the same raw bytes as a
+    binary tensor, outputs asked for as binary): (images, elapsed seconds, latencies)."""
+    batch = message.inputs[0].shape[0]
+    if address.startswith("http://"):
+        return await drive_rest(address, message, concurrency, seconds)
     options = [("grpc.max_send_message_length", 2**28), ("grpc.max_receive_message_length", 2**28)]
     async with grpc.aio.insecure_channel(address, options=options) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         await stub.ModelInfer(message)
-        latencies: list[float] = []
-        warm = 0
-        window = [float("inf"), float("inf")]  # recording start and end
-        last = [0.0]  # the last answer recorded
+        n, elapsed, latencies = await closed_loop(
+            lambda: stub.ModelInfer(message), concurrency, seconds
+        )
+    return n * batch, elapsed, latencies
 
-        async def caller() -> None:
-            nonlocal warm
-            first = True
-            while True:
-                started = time.perf_counter()
-                if started >= window[1]:
-                    return
-                await stub.ModelInfer(message)
-                done = time.perf_counter()
-                if window[0] <= done <= window[1]:
-                    latencies.append(done - started)
-                    last[0] = max(last[0], done)
-                if first:
-                    first, warm = False, warm + 1
-                    if warm == concurrency:
-                        window[:] = [done, done + seconds]
 
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-    # Up to the last answer, not the window's end: with a few long requests (ResNet50 at
-    # batch 8: 139 ms) the tail of the window after it would count as idle time.
-    elapsed = last[0] - window[0] if latencies else seconds
-    return len(latencies) * message.inputs[0].shape[0], elapsed, latencies
+async def drive_rest(
+    url: str, message: pb.ModelInferRequest, concurrency: int, seconds: float
+) -> tuple[int, float, list[float]]:
+    import aiohttp
+
+    tensor = message.inputs[0]
+    raw = message.raw_input_contents[0]
+    binary = {"binary_data_size": len(raw)}
+    shape = list(tensor.shape)
+    inputs = [{"name": tensor.name, "datatype": tensor.datatype, "shape": shape}]
+    inputs[0]["parameters"] = binary
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    body = header + raw
+    headers = {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
+    target = f"{url}/v2/models/{message.model_name}/infer"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def send() -> None:
+            async with session.post(target, data=body, headers=headers) as answer:
+                await answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"REST infer answered {answer.status}")
+
+        await send()
+        n, elapsed, latencies = await closed_loop(send, concurrency, seconds)
+    return n * tensor.shape[0], elapsed, latencies
 
 
 def summarize(images: int, seconds: float, latencies: list[float]) -> dict[str, float]:
@@ -158,6 +207,44 @@ def server_batch_stats(address: str, model: str) -> dict[int, int]:
     return {b.batch_size: b.compute_infer.count for s in stats.model_stats for b in s.batch_stats}
 
 
+REST_CONCURRENCY = (1, 4)
+
+
+def rest_points(
+    reference: InProcess, address: str, http_url: str, model: str, seconds: float, rounds: int
+) -> dict[int, Any]:
+    """Batch-8 requests to one server over gRPC and over REST (binary tensors), interleaved."""
+    contenders = {"batched": address, "rest": http_url}
+    points = {}
+    for c in REST_CONCURRENCY:
+        print(f"{model}: batch-8 requests over gRPC and REST, {c} client(s)", file=sys.stderr)
+        points[c] = interleaved(reference, contenders, model, 8, c, seconds, rounds)
+    return points
+
+
+def run_rest(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, Any]:
+    """Only the REST points (``--rest-only``): one batching server per model."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from serving import start_server
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        repository = Path(tmp) / "repo"
+        export_models(repository, names)
+        for name in names:
+            model = name.lower()
+            reference = InProcess(repository / model / "1" / "model.onnx")
+            server = start_server(repository, Path(tmp), "--eager", model)
+            try:
+                points = rest_points(
+                    reference, server.address, server.http_url, model, seconds, rounds
+                )
+                results[name] = {"rest": points}
+            finally:
+                server.stop()
+    return results
+
+
 def run(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from serving import start_server  # the same start-up the tests use
@@ -185,6 +272,9 @@ def run(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, Any]:
                 print(f"{name}: batch-8 requests", file=sys.stderr, flush=True)
                 row["b8"] = interleaved(
                     reference, {"batched": batched.address}, model, 8, 1, seconds, rounds
+                )
+                row["rest"] = rest_points(
+                    reference, batched.address, batched.http_url, model, seconds, rounds
                 )
                 row["batch_sizes"] = server_batch_stats(batched.address, model)
                 row["forced_sizes"] = server_batch_stats(forced.address, model)
@@ -266,15 +356,68 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
     return "\n".join(lines)
 
 
+REST_HEADING = "## REST against gRPC"
+
+
+def rest_section(results: dict[str, Any], seconds: float, rounds: int) -> str:
+    lines = [
+        REST_HEADING,
+        "",
+        f"Measured {dt.date.today().isoformat()} on {machine()}, a machine shared with other "
+        "work while it ran, so single figures are noisy; the ratios come from slices "
+        "interleaved in time and are the figures to read. One batching server per model "
+        "(defaults) answers batch-8 requests (8 raw uint8 images) over gRPC (grpc.aio, "
+        "ModelInfer with raw contents) and over REST (aiohttp, a connection per client, v2 "
+        "infer with the binary-tensor extension, outputs in binary), on the same port "
+        f"pair of one process; {rounds} slices of each, {seconds:.0f} s each in all, the "
+        "order rotating every slice. Target: REST at least 0.85 x gRPC.",
+        "",
+        "| Model | Clients | gRPC img/s | p50 ms | REST img/s | p50 ms | p99 ms | REST / gRPC |",
+        "|" + "---|" * 8,
+    ]
+    for name, row in results.items():
+        for c, point in row["rest"].items():
+            grpc_, rest = point["batched"], point["rest"]
+            lines.append(
+                f"| {name} | {c} | {grpc_['images_per_s']:.1f} | {grpc_['p50_ms']:.1f} "
+                f"| {rest['images_per_s']:.1f} | {rest['p50_ms']:.1f} | {rest['p99_ms']:.1f} "
+                f"| {rest['images_per_s'] / grpc_['images_per_s']:.2f} |"
+            )
+    return "\n".join([*lines, ""])
+
+
+def replace_rest_section(text: str, section: str) -> str:
+    """``text`` (serve.md) with its REST section replaced by ``section`` (or appended)."""
+    before, found, after = text.partition(REST_HEADING)
+    rest = after.split("\n## ", 1)[1] if found and "\n## " in after else ""
+    return before.rstrip("\n") + "\n\n" + section + ("\n## " + rest if rest else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("models", nargs="*", default=list(MODELS))
     parser.add_argument("--seconds", type=float, default=9.0, help="per point and contender")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/serve.md"))
+    parser.add_argument(
+        "--rest-only",
+        action="store_true",
+        help="measure only REST against gRPC and replace that section of --out",
+    )
     args = parser.parse_args()
+    if args.rest_only:
+        results = run_rest(tuple(args.models), args.seconds, args.rounds)
+        section = rest_section(results, args.seconds, args.rounds)
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(replace_rest_section(old, section))
+        print(section)
+        return
     results = run(tuple(args.models), args.seconds, args.rounds)
-    text = report(results, args.seconds, args.rounds)
+    text = (
+        report(results, args.seconds, args.rounds)
+        + "\n"
+        + rest_section(results, args.seconds, args.rounds)
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import zipfile
 from pathlib import Path
 
@@ -508,3 +509,44 @@ def test_jobs_create_list_cancel_and_event_stream(job_server, digits) -> None:
             == 400
         )
         assert http.get("/v1/jobs/0123abcd/events").status_code in (400, 404)
+
+
+def test_sigterm_ends_event_streams_and_drains(served_repository: Path, tmp_path: Path) -> None:
+    """A watcher's stream must not hold shutdown for the whole grace period (20 s here)."""
+    import threading
+    import time
+
+    from serving import start_server
+
+    running = start_server(
+        served_repository, tmp_path,
+        env={"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": "0", "ZOO_GRACE_SECONDS": "20"},
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=running.http_url, timeout=60) as http:
+            job = http.post("/v1/jobs/export", json={"model": "MobileNetV2", "weights": "none",
+                                                     "output_model": "watched"})  # fmt: skip
+            assert job.status_code == 201, job.text  # queued for good: no worker
+            seen: list[dict] = []
+            first = threading.Event()
+
+            def watch() -> None:
+                with http.stream("GET", f"/v1/jobs/{job.json()['id']}/events") as stream:
+                    for line in stream.iter_lines():
+                        if line.startswith("id: "):
+                            seen.append({"id": line})
+                            first.set()
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            assert first.wait(30)
+            started = time.monotonic()
+            running.process.send_signal(signal.SIGTERM)
+            assert running.process.wait(30) == 0, running.log.read_text()[-3000:]
+            took = time.monotonic() - started
+            watcher.join(5)
+            assert not watcher.is_alive()
+        assert took < 8, f"shutdown took {took:.1f} s: the event stream held it"
+        assert seen  # the stream had started before the signal
+    finally:
+        running.stop()

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -41,5 +42,12 @@ def test_tls_server(served_repository: Path, tmp_path: Path, certificate) -> Non
             assert out["probabilities"].shape == (1, 1000)
         with ZooClient(address, timeout=3, retries=0) as plain, pytest.raises(errors.Unavailable):
             plain.ready()
+        # HTTP speaks TLS from the same files
+        https = f"https://localhost:{running.http_port}"
+        assert httpx.get(f"{https}/v2/health/ready", verify=str(cert)).status_code == 200
+        with pytest.raises(httpx.ConnectError):  # an unknown certificate is refused
+            httpx.get(f"{https}/v2/health/ready")
+        with pytest.raises(httpx.RemoteProtocolError):  # plaintext gets no answer
+            httpx.get(f"http://localhost:{running.http_port}/v2/health/ready")
     finally:
         assert running.stop() == 0
