@@ -56,7 +56,9 @@ class HttpServer:
         """Bind and start accepting; returns the port (``http_port`` 0 picks a free one)."""
         self._config.load()
         family = socket.AF_INET6 if ":" in self._config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP,
+        # and without it every answer (headers, then body) waited out a 40 ms delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self._config.host, self._config.port))
