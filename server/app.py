@@ -42,6 +42,7 @@ from zoo.errors import NotFound
 from zoo.jobs.datasets import DatasetLimits, DatasetStore
 from zoo.jobs.manager import JobManager
 from zoo.jobs.store import JobStore
+from zoo.jobs.watch import EventHub
 from zoo.jobs.worker import Worker, WorkerSettings, visible_gpus
 from zoo.serving.dataplane import DataPlane
 
@@ -101,6 +102,7 @@ class RunningServer:
     stop_workers: threading.Event
     datasets: DatasetsService
     jobs_io: ThreadPoolExecutor
+    hub: EventHub
     http: HttpServer | None = None
 
     @property
@@ -113,6 +115,7 @@ class RunningServer:
         # An upload can last as long as its client likes: end them rather than wait out grace.
         if cancelled := self.datasets.cancel_uploads():
             log.info("shutting down: ended %d dataset upload(s) in progress", cancelled)
+        await self.hub.close()  # job streams end: their clients watch again elsewhere
         if self.http is None:
             await self.server.stop(grace)
         else:  # both drain at once, each up to grace
@@ -198,7 +201,8 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     jobs_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobs-io")
     datasets_service = DatasetsService(datasets, jobs_io, config.max_uploads, config.upload_idle_s)
     zoo_service_pb2_grpc.add_DatasetsServicer_to_server(datasets_service, guarded)
-    jobs_service = JobsService(manager, jobs_io)
+    hub = EventHub(manager.store, jobs_io, poll_s=config.watch_poll_s)
+    jobs_service = JobsService(manager, jobs_io, hub)
     zoo_service_pb2_grpc.add_JobsServicer_to_server(jobs_service, guarded)
     health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), guarded)
     reflection.enable_server_reflection(
@@ -231,7 +235,6 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
             jobs_io,
             TokenCheck(bearer(config.token)),
             config.max_message_bytes,
-            asyncio.Event(),
         )
         http = HttpServer(config, services)
         await http.start()
@@ -257,6 +260,7 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         stop_workers,
         datasets_service,
         jobs_io,
+        hub,
         http,
     )
 

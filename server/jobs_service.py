@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,10 +15,10 @@ from zoo.errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailab
 from zoo.jobs.datasets import Dataset, DatasetStore
 from zoo.jobs.manager import JobManager
 from zoo.jobs.records import JobEvent
+from zoo.jobs.watch import EventHub
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 T = TypeVar("T")
-WATCH_POLL_S = 0.5
 
 
 async def off_loop(io: Executor, call: Callable[[], T]) -> T:
@@ -148,9 +146,10 @@ class JobsService(zpb_grpc.JobsServicer):
     """Every job store call runs on ``io``: the store may be a remote PostgreSQL, and the
     event loop that runs it also serves inference."""
 
-    def __init__(self, manager: JobManager, io: Executor) -> None:
+    def __init__(self, manager: JobManager, io: Executor, hub: EventHub) -> None:
         self.manager = manager
         self.io = io
+        self.hub = hub
 
     async def CreateFineTuneJob(
         self, request: zpb.CreateFineTuneJobRequest, context: Context
@@ -202,25 +201,11 @@ class JobsService(zpb_grpc.JobsServicer):
         async for event in self.events(request.id, request.after_event):
             yield convert.job_event(event)
 
-    async def events(
-        self, job_id: str, after: int, stop: asyncio.Event | None = None
-    ) -> AsyncIterator[JobEvent]:
-        """A job's events after number ``after``, as they are written, until the job has
-        ended (or ``stop`` is set): what WatchJob and the HTTP event stream send."""
+    def events(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
+        """A job's events after number ``after`` as they are written, until the job has
+        ended: what WatchJob and the HTTP event stream send. At shutdown: Unavailable."""
+        return self.hub.watch(job_id, after, self._read_events)
 
-        def poll(after: int) -> tuple[bool, list[JobEvent]]:
-            ended = self.manager.get(job_id).state.terminal  # read before the events
-            return ended, self.manager.events(job_id, after)
-
-        while True:
-            ended, events = await off_loop(self.io, functools.partial(poll, after))
-            for event in events:
-                yield event
-                after = event.seq
-            if ended or (stop is not None and stop.is_set()):
-                return
-            if stop is None:
-                await asyncio.sleep(WATCH_POLL_S)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), WATCH_POLL_S)
+    def _read_events(self, job_id: str, after: int) -> tuple[bool, list[JobEvent]]:
+        ended = self.manager.get(job_id).state.terminal  # read before the events
+        return ended, self.manager.events(job_id, after)

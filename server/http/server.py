@@ -74,9 +74,8 @@ class HttpServer:
         return self.port
 
     async def stop(self) -> None:
-        """Stop accepting, end event streams, let requests in flight finish (up to
-        ``grace_seconds``, then they are cancelled)."""
-        self.services.closing.set()
+        """Stop accepting, let requests in flight finish (up to ``grace_seconds``, then they
+        are cancelled). Job event streams have ended by then (``EventHub.close``)."""
         self._server.should_exit = True
         if self._main is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -19,4 +18,3 @@ class Services:
     io: Executor  # job store and dataset calls, never on the event loop
     token: TokenCheck
     body_limit: int  # bytes, every body but a dataset archive's
-    closing: asyncio.Event  # set at shutdown: event streams end

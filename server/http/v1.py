@@ -21,7 +21,7 @@ from server import convert
 from server.http.errors import bounded_stream, read_body
 from server.http.services import Services
 from server.jobs_service import off_loop
-from zoo.errors import InvalidArgument, NotFound
+from zoo.errors import InvalidArgument, NotFound, Unavailable
 from zoo.jobs.datasets import Dataset
 from zoo.jobs.records import JobEvent
 from zoo.serving.dataplane import MAX_REQUEST_BATCH, ModelSummary
@@ -252,8 +252,11 @@ def routes(services: Services) -> list[Route]:
         await off_loop(io, lambda: manager.get(job_id))  # NotFound before the stream starts
 
         async def stream() -> AsyncIterator[bytes]:
-            async for event in services.jobs.events(job_id, after, services.closing):
-                yield _sse(event)
+            try:
+                async for event in services.jobs.events(job_id, after):
+                    yield _sse(event)
+            except Unavailable:  # the server is stopping: the client resumes elsewhere
+                return
 
         return StreamingResponse(
             stream(),

@@ -19,8 +19,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from zoo.catalog.weights import WeightsSource, locate
 from zoo.export.triton_config import TensorSpec, render_config
 from zoo.extras import require
 from zoo.lifetime import child_env
+from zoo.manifest import InputSpec, Manifest, Source
+from zoo.manifest import TensorSpec as ManifestTensor
 from zoo.repository import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -41,7 +43,6 @@ from zoo.repository import (
 )
 
 INPUT_MODES = ("uint8", "float32")
-MANIFEST_FORMAT = "keras-zoo.model/1"
 Progress = Callable[[str, str], None]
 
 
@@ -56,7 +57,7 @@ class ExportResult:
     seconds: float
     peak_rss_bytes: int
     verification: dict[str, Any]
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,7 +166,7 @@ def export_model(
     weights_dir: str | os.PathLike[str] | None = None,
     allow_download: bool = False,
     progress: Progress | None = None,
-    extra_manifest: dict[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
     **constructor_kwargs: Any,
 ) -> ExportResult:
@@ -191,7 +192,7 @@ def export_model(
         weights_dir: the weights cache. Defaults to ``$KERAS_HOME/models``.
         allow_download: fetch missing ImageNet weights. Defaults to False.
         progress: called with (stage, message) while the child works.
-        extra_manifest: merged into zoo.json (e.g. training history of a fine-tune).
+        training: a fine-tune's report, kept in zoo.json as ``training``.
         should_stop: polled while the child works; once it returns True the child is killed,
             nothing is published and ``Cancelled`` is raised (a cancelled export job).
         **constructor_kwargs: passed to the Keras constructor (e.g. ``alpha=0.35``).
@@ -290,13 +291,12 @@ def export_model(
         if progress is not None:
             progress("publish", "writing the version into the repository")
         manifest = _manifest(spec, source, result, model_file, input, mode, labels)
-        if extra_manifest:
-            manifest.update(extra_manifest)
-        (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = replace(manifest, max_batch_size=max_batch_size, training=training)
+        (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         config = render_config(
             name,
-            [TensorSpec("image", manifest["input"]["datatype"], tuple(result["input_shape"]))],
-            [TensorSpec(o["name"], "FP32", (result["num_classes"],)) for o in manifest["outputs"]],
+            [TensorSpec("image", manifest.input.datatype, tuple(result["input_shape"]))],
+            [TensorSpec(o.name, o.datatype, o.shape[1:]) for o in manifest.outputs],
             max_batch_size,
         )
         published: ModelVersion = repo.publish(version_dir, name, config, version)
@@ -327,7 +327,7 @@ def _manifest(
     input_mode: str,
     mode: str,
     labels: Sequence[str] | None,
-) -> dict[str, Any]:
+) -> Manifest:
     num_classes = result["num_classes"]
     weights_info: dict[str, Any] = {"kind": "none"}
     if source["kind"] == "keras_file":
@@ -340,43 +340,40 @@ def _manifest(
         path = Path(source["weights"])
         weights_info = {"kind": "file", "file_name": path.name, "sha256": _sha256(path)}
     height, width, _ = result["input_shape"]
-    return {
-        "format": MANIFEST_FORMAT,
-        "model": None,  # set when published
-        "version": None,
-        "source": {
-            "catalog_model": spec.name if spec else None,
-            "constructor_kwargs": source.get("constructor_kwargs", {}),
-            "weights": weights_info,
-            "keras_version": result["keras_version"],
-        },
-        "input": {
-            "name": "image",
-            "datatype": "UINT8" if input_mode == "uint8" else "FP32",
-            "shape": [-1, height, width, 3],
-            "layout": "NHWC",
-            "color": "RGB",
-            "preprocessing": mode,
-            "preprocessing_in_graph": input_mode == "uint8",
-        },
-        "outputs": [
-            TensorSpec("logits", "FP32", (num_classes,)).to_dict(),
-            TensorSpec("probabilities", "FP32", (num_classes,)).to_dict(),
-        ],
-        "labels": _labels(spec, num_classes, labels),
-        "onnx": {
+    return Manifest(
+        source=Source(
+            catalog_model=spec.name if spec else None,
+            constructor_kwargs=source.get("constructor_kwargs", {}),
+            weights=weights_info,
+            keras_version=result["keras_version"],
+        ),
+        input=InputSpec(
+            name="image",
+            datatype="UINT8" if input_mode == "uint8" else "FP32",
+            shape=(-1, height, width, 3),
+            layout="NHWC",
+            color="RGB",
+            preprocessing=mode,
+            preprocessing_in_graph=input_mode == "uint8",
+        ),
+        outputs=(
+            ManifestTensor("logits", "FP32", (-1, num_classes)),
+            ManifestTensor("probabilities", "FP32", (-1, num_classes)),
+        ),
+        labels=tuple(_labels(spec, num_classes, labels)),
+        onnx={
             "file": MODEL_FILE,
             "sha256": _sha256(model_file),
             "bytes": model_file.stat().st_size,
             "opset": result["opset"],
             "nodes": result["nodes"],
         },
-        "export": {
+        export={
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": round(result["seconds"], 3),
             "peak_rss_bytes": result["peak_rss_bytes"],
             "route": "stateless trace + numpy weight folding (zoo.export.convert)",
             "host": platform.node(),
         },
-        "verification": result["verification"],
-    }
+        verification=result["verification"],
+    )
