@@ -6,7 +6,9 @@ over loopback with raw gRPC (grpc.aio, v2 ModelInfer with raw uint8 contents) at
 concurrencies; in-process ONNX Runtime on the same file, with its default settings (an
 intra-op thread per core) and calls back to back, gives the reference throughput: what a
 user calling ONNX Runtime directly on the same cores gets. Everything is reported as ratios
-measured in one run.
+measured in one run. Batch-8 requests also go to the batching server over REST (the v2
+protocol with binary tensors, aiohttp as the client) beside gRPC, slices interleaved; the
+REST section alone is refreshed with ``--rest-only``.
 Writes docs/benchmarks/serve.md.
 """
 

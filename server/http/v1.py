@@ -128,8 +128,8 @@ def routes(services: Services) -> list[Route]:
         return JSONResponse({"models": [_summary(s) for s in summaries]})
 
     async def models(request: Request) -> Response:
-        served = [s for s in plane.list_models(request.query_params.get("pattern") or "*")]
-        return JSONResponse({"models": [_summary(s) for s in served if s.versions]})
+        summaries = plane.list_models(request.query_params.get("pattern") or "*")
+        return JSONResponse({"models": [_summary(s) for s in summaries if s.versions]})
 
     async def model(request: Request) -> Response:
         name = request.path_params["name"]
