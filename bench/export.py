@@ -203,7 +203,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], rounds: int) -> None:
         + "\n## Families\n\n"
         'Keras\'s own route (`model.export(format="onnx")`, tf2onnx underneath) was tried on '
         "one model per family where listed; where it cannot export one, it cannot export "
-        "the family (the cause is shared by its members, see zoo/onnx_export.py).\n\n"
+        "the family (the cause is shared by its members, see zoo/export/convert.py).\n\n"
         + family_table(rows)
         + '\n## Against Keras\'s own `model.export(format="onnx")`\n\n'
         "Both graphs take float32 preprocessed input here; the two sessions run alternately "

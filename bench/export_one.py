@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 import zoo
-from zoo.export import export_model
-from zoo.verify import make_pixel_sensitive, verification_inputs
+from zoo.export.exporter import export_model
+from zoo.export.verify import make_pixel_sensitive, verification_inputs
 
 
 def median_seconds(fn: Any, rounds: int) -> float:
@@ -64,7 +64,7 @@ def stock_export(model_path: Path, out: Path) -> dict[str, Any]:
     """Keras's own model.export(format='onnx') in a child process, for comparison."""
     code = f"""
 import json, time, keras, numpy as np
-from zoo.export_child import peak_rss_bytes
+from zoo.export.child import peak_rss_bytes
 model = keras.saving.load_model({str(model_path)!r}, compile=False)
 model(np.zeros((1, *model.input_shape[1:]), "float32"))  # export needs a called model
 start = time.perf_counter()

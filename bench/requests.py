@@ -67,8 +67,8 @@ def noop_model(path: Path) -> None:
 
 
 def repository(root: Path) -> None:
-    from zoo.export import export_model
-    from zoo.triton_config import TensorSpec, render_config
+    from zoo.export.exporter import export_model
+    from zoo.export.triton_config import TensorSpec, render_config
 
     noop_model(root / "noop" / "1" / "model.onnx")
     config = render_config(

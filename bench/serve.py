@@ -143,7 +143,7 @@ def interleaved(
 
 
 def export_models(repository: Path, names: tuple[str, ...]) -> None:
-    from zoo.export import export_model
+    from zoo.export.exporter import export_model
 
     for name in names:
         print(f"exporting {name} (weights=None)", file=sys.stderr, flush=True)

@@ -33,14 +33,14 @@ from server.interceptors import Guard
 from server.jobs_service import DatasetsService, JobsService
 from server.metrics import Metrics
 from server.zoo_service import ModelZooService
+from zoo.catalog.weights import cache_dir as weights_cache_dir
 from zoo.config import ServerConfig
-from zoo.dataplane import DataPlane
-from zoo.datasets import DatasetLimits, DatasetStore
 from zoo.errors import NotFound
-from zoo.jobmanager import JobManager
-from zoo.jobstore import JobStore
-from zoo.weights import cache_dir as weights_cache_dir
-from zoo.worker import Worker, WorkerSettings, visible_gpus
+from zoo.jobs.datasets import DatasetLimits, DatasetStore
+from zoo.jobs.manager import JobManager
+from zoo.jobs.store import JobStore
+from zoo.jobs.worker import Worker, WorkerSettings, visible_gpus
+from zoo.serving.dataplane import DataPlane
 
 log = logging.getLogger("zoo.server")
 

@@ -12,13 +12,13 @@ import numpy as np
 from protos import grpc_service_pb2 as pb
 from protos import model_config_pb2 as mc
 from protos import zoo_service_pb2 as zpb
-from zoo.dataplane import ModelIndexEntry, ModelSummary, Prediction
-from zoo.datasets import Dataset
 from zoo.errors import InvalidArgument
-from zoo.jobs import Job, JobEvent
+from zoo.jobs.datasets import Dataset
+from zoo.jobs.records import Job, JobEvent
 from zoo.repository import MAX_VERSION
-from zoo.runtime import LoadedModel, TensorInfo
-from zoo.stats import Duration, ModelStats
+from zoo.serving.dataplane import ModelIndexEntry, ModelSummary, Prediction
+from zoo.serving.runtime import LoadedModel, TensorInfo
+from zoo.serving.stats import Duration, ModelStats
 
 # v2 protocol datatype -> (numpy dtype, InferTensorContents field for typed contents)
 DATATYPES: dict[str, tuple[np.dtype[Any], str]] = {

@@ -10,8 +10,8 @@ from protos import grpc_service_pb2_grpc as pb_grpc
 from server import convert
 from server.interceptors import MalformedRequest, bounded
 from zoo import __version__
-from zoo.dataplane import DataPlane
 from zoo.errors import ZooError
+from zoo.serving.dataplane import DataPlane
 
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "classification"]
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information

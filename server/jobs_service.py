@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 from protos import zoo_service_pb2 as zpb
 from protos import zoo_service_pb2_grpc as zpb_grpc
 from server import convert
-from zoo.datasets import DatasetStore
 from zoo.errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable, ZooError
-from zoo.jobmanager import JobManager
+from zoo.jobs.datasets import DatasetStore
+from zoo.jobs.manager import JobManager
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from zoo.runtime import LoadedModel
-from zoo.stats import ModelStats
+from zoo.serving.runtime import LoadedModel
+from zoo.serving.stats import ModelStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

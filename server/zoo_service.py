@@ -7,8 +7,8 @@ from typing import Any
 from protos import zoo_service_pb2 as zpb
 from protos import zoo_service_pb2_grpc as zpb_grpc
 from server import convert
-from zoo.dataplane import DataPlane
 from zoo.errors import NotFound
+from zoo.serving.dataplane import DataPlane
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 

@@ -83,8 +83,8 @@ def served_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from helpers import pixel_sensitive_model
 
     from zoo.catalog import Preprocessing
-    from zoo.export import export_model
-    from zoo.labels import imagenet_labels
+    from zoo.catalog.labels import imagenet_labels
+    from zoo.export.exporter import export_model
 
     root = tmp_path_factory.mktemp("served")
     model = pixel_sensitive_model("MobileNetV2", 64, alpha=0.35)

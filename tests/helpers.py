@@ -11,7 +11,7 @@ def pixel_sensitive_model(name: str, input_size: int, **kwargs: object) -> Any:
     import keras
 
     import zoo
-    from zoo.verify import make_pixel_sensitive, verification_inputs
+    from zoo.export.verify import make_pixel_sensitive, verification_inputs
 
     spec = zoo.get_spec(name)
     keras.utils.set_random_seed(0)

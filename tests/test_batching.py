@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from zoo.batching import DynamicBatcher
 from zoo.errors import DeadlineExceeded, Unavailable
-from zoo.stats import ModelStats
+from zoo.serving.batching import DynamicBatcher
+from zoo.serving.stats import ModelStats
 
 
 @dataclass

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.datasets import Dataset, DatasetLimits, DatasetStore
 from zoo.errors import InvalidArgument, NotFound, ResourceExhausted
+from zoo.jobs.datasets import Dataset, DatasetLimits, DatasetStore
 
 DIGITS = {"zero": 0, "one": 1, "two": 2}
 COUNTS = {"zero": 5, "one": 4, "two": 3}

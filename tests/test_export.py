@@ -14,9 +14,9 @@ from helpers import pixel_sensitive_model
 import zoo
 from zoo.catalog import families
 from zoo.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from zoo.export import export_model
+from zoo.export.exporter import export_model
+from zoo.export.verify import compare_logits, photo, verification_inputs
 from zoo.repository import Repository
-from zoo.verify import compare_logits, photo, verification_inputs
 
 SIZE = 64
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zoo.errors import FailedPrecondition, NotFound
-from zoo.jobs import (
+from zoo.jobs.records import (
     TERMINAL,
     TRANSITIONS,
     EventType,
@@ -20,12 +20,12 @@ from zoo.jobs import (
     JobState,
     transition,
 )
-from zoo.jobstore import JobStore
+from zoo.jobs.store import JobStore
 
 POSTGRES = os.environ.get("ZOO_TEST_POSTGRES_URL")
 
 
-# What the job lifecycle means, written out apart from zoo.jobs.TRANSITIONS: a queued job is
+# What the job lifecycle means, written out apart from zoo.jobs.records.TRANSITIONS: a queued job is
 # claimed or cancelled; a running one ends, is being cancelled, or goes back to the queue when
 # its worker dies; a cancelling one still ends as its work did. Nothing leaves an end state.
 Q, R, S, F, CG, CD = (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED,
@@ -163,7 +163,7 @@ def test_concurrent_workers_never_take_the_same_job(store: JobStore) -> None:
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zoo.worker import visible_gpus
+    from zoo.jobs.worker import visible_gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert visible_gpus() == ["2", "3"]
@@ -178,7 +178,7 @@ def test_a_worker_outlives_a_failing_store(
     import sqlite3
     import threading
 
-    from zoo.worker import Worker, WorkerSettings
+    from zoo.jobs.worker import Worker, WorkerSettings
 
     db = tmp_path / "jobs.db"
     settings = WorkerSettings(str(db), tmp_path / "data", tmp_path / "repo", poll_s=0.02)
@@ -207,9 +207,9 @@ def test_a_worker_outlives_a_failing_store(
 
 
 def test_job_specs_round_trip_through_the_stored_shape() -> None:
-    from zoo.jobs import ExportJobSpec, FineTuneJobSpec
-    from zoo.training import FineTuneParams
-    from zoo.weights import WeightsSource
+    from zoo.catalog.weights import WeightsSource
+    from zoo.jobs.records import ExportJobSpec, FineTuneJobSpec
+    from zoo.jobs.training import FineTuneParams
 
     finetune = FineTuneJobSpec("MobileNetV2", "abc", "pets", FineTuneParams(epochs=2, weights=None))
     stored = finetune.to_dict()
@@ -233,7 +233,7 @@ def test_job_specs_round_trip_through_the_stored_shape() -> None:
      (Path("/w/y.h5"), "file", "/w/y.h5", "/w/y.h5")],
 )  # fmt: skip
 def test_weights_source_reads_every_spelling(given, kind, keras, text) -> None:
-    from zoo.weights import WeightsSource
+    from zoo.catalog.weights import WeightsSource
 
     source = WeightsSource.parse(given)
     assert (source.kind, source.keras_arg, str(source)) == (kind, keras, text)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
-from zoo.export import export_model
+from zoo.export.exporter import export_model
+from zoo.export.triton_config import TensorSpec, render_config
 from zoo.repository import Repository, validate_model_name
-from zoo.triton_config import TensorSpec, render_config
 
 SMALL = {"weights": None, "input_shape": (64, 64, 3), "alpha": 0.35}
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from zoo.config import ServerConfig
-from zoo.dataplane import DataPlane
 from zoo.errors import FailedPrecondition, NotFound
 from zoo.repository import Repository
-from zoo.runtime import OVERLAP_MEMORY_S, Runtime, choose_providers, cpu_cores
+from zoo.serving.dataplane import DataPlane
+from zoo.serving.runtime import OVERLAP_MEMORY_S, Runtime, choose_providers, cpu_cores
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from helpers import heavy_modules_after
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import AsyncZooClient, ZooClient, errors
-from zoo.images import decode_image
-from zoo.verify import PHOTOS
+from zoo.export.verify import PHOTOS
+from zoo.serving.images import decode_image
 
 PHOTO_DIR = Path(__file__).resolve().parent.parent / "zoo" / "data" / "photos"
 
@@ -76,7 +76,7 @@ def test_sdk_classifies_real_photographs(server, served_repository: Path) -> Non
     top, scores = reference_top(served_repository / "mobilenetv2/1/model.onnx", paths, 3)
     assert [[p.index for p in r.predictions] for r in results] == top.tolist()
     assert np.allclose([[p.score for p in r.predictions] for r in results], scores, atol=1e-6)
-    from zoo.labels import imagenet_labels
+    from zoo.catalog.labels import imagenet_labels
 
     assert results[0].top.label == imagenet_labels()[top[0][0]]
     assert single == results[0]
@@ -277,7 +277,7 @@ def test_requested_outputs_by_name_and_order(server, served_repository: Path, as
 def test_classification_extension_through_tritonclient(server, served_repository: Path) -> None:
     import tritonclient.grpc as tc
 
-    from zoo.labels import imagenet_labels
+    from zoo.catalog.labels import imagenet_labels
 
     x = np.random.default_rng(8).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
     session = ort.InferenceSession(str(served_repository / "mobilenetv2/1/model.onnx"))
@@ -306,7 +306,7 @@ def test_classification_extension_through_tritonclient(server, served_repository
     assert "classification needs an int64 class count from 1 to 1000" in info.value.message()
 
 
-# Families the stock route cannot export (zoo.onnx_export): a built-in Normalization with
+# Families the stock route cannot export (zoo.export.convert): a built-in Normalization with
 # statistics, and a grouped convolution in a nested XLA function.
 NEW_FAMILIES = ("EfficientNetB0", "ConvNeXtTiny")
 
@@ -317,8 +317,8 @@ def test_classify_on_efficientnet_and_convnext(tmp_path: Path) -> None:
     from serving import start_server
 
     import zoo
-    from zoo.export import export_model
-    from zoo.labels import imagenet_labels
+    from zoo.catalog.labels import imagenet_labels
+    from zoo.export.exporter import export_model
 
     repository = tmp_path / "repo"
     for name in NEW_FAMILIES:

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import zoo
-from zoo.training import FineTuneParams, train
+from zoo.jobs.training import FineTuneParams, train
 
 UNFREEZE = 8
 
@@ -63,7 +63,7 @@ def weights_of(base) -> list[list[np.ndarray]]:
 def test_phase1_freezes_the_base_and_phase2_spares_batchnorm(files, tmp_path: Path) -> None:
     import keras
 
-    from zoo.build import build_model
+    from zoo.catalog.build import build_model
 
     head_only = trained_base(files, tmp_path / "a", fine_tune_epochs=0)
     tuned = trained_base(files, tmp_path / "b", fine_tune_epochs=1)

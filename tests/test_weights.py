@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo import weights as cache
 from zoo.catalog import WeightsFile
+from zoo.catalog import weights as cache
 from zoo.errors import IntegrityError
 
 STANDIN = "standin_mobilenetv2_notop.weights.h5"

@@ -6,8 +6,8 @@ the functions that need them.
 
 __version__ = "0.1.0"
 
-from zoo.build import build_model
 from zoo.catalog import SEED_MODELS, ModelSpec, Preprocessing, get_spec, list_models
+from zoo.catalog.build import build_model
 from zoo.errors import (
     FailedPrecondition,
     IntegrityError,

@@ -10,8 +10,8 @@ from rich.table import Table
 
 import zoo
 from server.cli.common import JSON_OPTION, app, err, fmt, out, pct, print_json, weights_app
-from zoo import weights as weights_cache
 from zoo.catalog import ModelSpec
+from zoo.catalog import weights as weights_cache
 
 WEIGHTS_DIR_OPTION = typer.Option(
     None, "--dir", help="Weights cache directory. Defaults to $KERAS_HOME/models."
@@ -186,7 +186,7 @@ def export(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Export a catalog model to ONNX into the repository, verified against Keras."""
-    from zoo.export import export_model
+    from zoo.export.exporter import export_model
 
     spec = zoo.get_spec(name)
     with err.status(f"exporting {spec.name}", spinner="dots") as status:

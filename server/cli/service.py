@@ -68,10 +68,10 @@ def serve(
 
 def _bootstrap(repository: Path, name: str) -> None:
     """Export ``name`` into an empty repository so a first `make serve` has a model."""
+    from zoo.catalog.weights import locate
     from zoo.errors import WeightsNotFound
-    from zoo.export import export_model
+    from zoo.export.exporter import export_model
     from zoo.repository import Repository
-    from zoo.weights import locate
 
     if Repository(repository).models():
         return
@@ -127,7 +127,7 @@ def worker(
     from server.app import configure_logging
     from zoo.config import ServerConfig
     from zoo.extras import require
-    from zoo.worker import Worker, WorkerSettings
+    from zoo.jobs.worker import Worker, WorkerSettings
 
     require("export")
     config = ServerConfig.load(

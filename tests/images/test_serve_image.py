@@ -102,8 +102,8 @@ def three_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from helpers import pixel_sensitive_model
 
     from zoo.catalog import Preprocessing
-    from zoo.export import export_model
-    from zoo.labels import imagenet_labels
+    from zoo.catalog.labels import imagenet_labels
+    from zoo.export.exporter import export_model
 
     root = tmp_path_factory.mktemp("three") / "models"
     model = pixel_sensitive_model("MobileNetV2", 64, alpha=0.35)
@@ -165,7 +165,7 @@ def test_tritonclient_through_the_container_equals_onnx_runtime_in_process(serve
 
 
 def test_zoo_classify_through_the_container(served: Served) -> None:
-    from zoo.images import decode_image
+    from zoo.serving.images import decode_image
 
     photo = PHOTO_DIR / "chelsea.jpg"
     done = subprocess.run(

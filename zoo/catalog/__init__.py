@@ -1,6 +1,9 @@
-"""The catalog of ``keras.applications`` image classifiers.
+"""Catalog wing: the ``keras.applications`` image classifiers, their weights and building them.
 
 Importing this package registers every family module below; the registry is plain data.
+Also owns the weights cache (``weights``), building a Keras model from a spec (``build``) and the
+ImageNet labels (``labels``). May import only the top-level ``zoo.config``/``zoo.errors``/
+``zoo.extras``; never ``zoo.export``, ``zoo.serving`` or ``zoo.jobs``.
 """
 
 from zoo.catalog import (  # noqa: F401  (each import registers its family)

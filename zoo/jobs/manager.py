@@ -10,14 +10,14 @@ from typing import Any
 
 from zoo.catalog import get_spec, list_models
 from zoo.catalog.options import check_options
-from zoo.datasets import DatasetStore
+from zoo.catalog.weights import WeightsSource
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
-from zoo.export import INPUT_MODES
-from zoo.jobs import ExportJobSpec, FineTuneJobSpec, Job, JobEvent, JobKind, JobState
-from zoo.jobstore import JobStore
+from zoo.export.exporter import INPUT_MODES
+from zoo.jobs.datasets import DatasetStore
+from zoo.jobs.records import ExportJobSpec, FineTuneJobSpec, Job, JobEvent, JobKind, JobState
+from zoo.jobs.store import JobStore
+from zoo.jobs.training import FineTuneParams
 from zoo.repository import MAX_VERSION, Repository, validate_model_name
-from zoo.training import FineTuneParams
-from zoo.weights import WeightsSource
 
 
 class JobManager:

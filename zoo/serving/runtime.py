@@ -30,7 +30,7 @@ import numpy as np
 from zoo.errors import FailedPrecondition, NotFound
 from zoo.repository import ModelVersion, Repository
 
-log = logging.getLogger("zoo.runtime")
+log = logging.getLogger("zoo.serving.runtime")
 
 # After runs of a model overlapped, its runs keep to one thread for this long: under steady
 # concurrent load a momentarily lone run must not grab every core as the others arrive.

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from zoo.catalog.weights import WeightsSource
 from zoo.errors import FailedPrecondition
-from zoo.training import FineTuneParams
-from zoo.weights import WeightsSource
+from zoo.jobs.training import FineTuneParams
 
 
 class JobState(enum.StrEnum):

@@ -1,4 +1,4 @@
-"""The export process: ``python -m zoo.export_child REQUEST.json``.
+"""The export process: ``python -m zoo.export.child REQUEST.json``.
 
 Runs in a child process because TensorFlow keeps the memory it took after a model is
 built and exported; the caller's process must not grow. Speaks JSON lines on stdout:
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from zoo import errors
-from zoo.build import build_model, import_keras
 from zoo.catalog import Preprocessing, get_spec
+from zoo.catalog.build import build_model, import_keras
+from zoo.export.verify import compare_logits, verification_inputs
 from zoo.lifetime import die_with_parent
-from zoo.verify import compare_logits, verification_inputs
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -111,7 +111,7 @@ def batched(model: Any, x: np.ndarray, batch: int = 1) -> np.ndarray:
 def run(request: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     keras = import_keras()
-    from zoo.onnx_export import export_keras_to_onnx
+    from zoo.export.convert import export_keras_to_onnx
 
     stage("build", "building the Keras model")
     model, mode, keras_module = load_model(keras, request["source"])

@@ -22,11 +22,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.jobs import JobState
-from zoo.jobstore import JobStore
+from zoo.jobs.records import JobState
+from zoo.jobs.store import JobStore
 from zoo.lifetime import child_env
 
-log = logging.getLogger("zoo.worker")
+log = logging.getLogger("zoo.jobs.worker")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Worker:
             env["CUDA_VISIBLE_DEVICES"] = self.settings.gpu
         with tempfile.TemporaryFile() as stderr:
             child = subprocess.Popen(
-                [sys.executable, "-m", "zoo.job_child", json.dumps(setup)],
+                [sys.executable, "-m", "zoo.jobs.child", json.dumps(setup)],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env=env,

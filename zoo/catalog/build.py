@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo import weights as weights_cache
 from zoo.catalog import ModelSpec, get_spec
+from zoo.catalog import weights as weights_cache
 from zoo.catalog.options import refuse_reshaping_imagenet
 from zoo.errors import InvalidArgument, NotFound
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from zoo.catalog import ModelSpec
+from zoo.catalog.weights import WeightsSource
 from zoo.errors import Cancelled, InvalidArgument
-from zoo.weights import WeightsSource
 
 Report = Callable[[str, dict[str, Any]], None]  # (event type, payload)
 ShouldStop = Callable[[], bool]
@@ -152,7 +152,7 @@ def train(
     """Fine-tune ``spec`` on ``files`` ((path, class index) pairs); resumes from ``workdir``."""
     import importlib
 
-    from zoo.build import build_model, import_keras
+    from zoo.catalog.build import build_model, import_keras
 
     keras = import_keras()
     import tensorflow as tf

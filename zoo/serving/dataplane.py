@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from zoo.batching import DynamicBatcher
 from zoo.catalog import get_spec, list_models
 from zoo.config import ServerConfig
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
-from zoo.images import declared_pixels, decode_image
 from zoo.repository import Repository
-from zoo.runtime import LoadedModel, ModelState, Runtime, TensorInfo, cpu_cores
-from zoo.stats import StatsRegistry
+from zoo.serving.batching import DynamicBatcher
+from zoo.serving.images import declared_pixels, decode_image
+from zoo.serving.runtime import LoadedModel, ModelState, Runtime, TensorInfo, cpu_cores
+from zoo.serving.stats import StatsRegistry
 
-log = logging.getLogger("zoo.dataplane")
+log = logging.getLogger("zoo.serving.dataplane")
 MAX_REQUEST_BATCH = 256  # hard per-request cap; larger batches are refused
 GPU_INSTANCES = 2  # the "auto" instance count on a GPU; on a CPU, one per core
 CPU_BATCH_SECONDS, CPU_BATCH_MAX = 0.004, 8  # the "auto" CPU batch: rows that fit in 4 ms

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo.errors import DeadlineExceeded, Unavailable
-from zoo.stats import ModelStats
+from zoo.serving.stats import ModelStats
 
-log = logging.getLogger("zoo.batching")
+log = logging.getLogger("zoo.serving.batching")
 
 # A run expected to take at most this long computes on the caller's (event loop) thread: the
 # hop to an instance thread and back costs about 0.1 ms of CPU (measured with h2load on a

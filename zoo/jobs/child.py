@@ -1,6 +1,6 @@
-"""One job in its own process: ``python -m zoo.job_child '<json>'``.
+"""One job in its own process: ``python -m zoo.jobs.child '<json>'``.
 
-Started by a worker (``zoo.worker``), it reads the job from the store, runs it (fine-tuning
+Started by a worker (``zoo.jobs.worker``), it reads the job from the store, runs it (fine-tuning
 then export, or export alone) and records every event and the final state there itself.
 SIGUSR1 asks it to stop (a cancel): training stops at the next batch, an export kills its
 own child process and publishes nothing; the job then ends CANCELLED.
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from zoo.catalog import get_spec
-from zoo.datasets import DatasetStore
 from zoo.errors import Cancelled, ZooError
-from zoo.jobs import EventType, ExportJobSpec, FineTuneJobSpec, Job, JobKind, JobState
-from zoo.jobstore import JobStore
+from zoo.jobs.datasets import DatasetStore
+from zoo.jobs.records import EventType, ExportJobSpec, FineTuneJobSpec, Job, JobKind, JobState
+from zoo.jobs.store import JobStore
 from zoo.lifetime import die_with_parent
 
 _stop_requested = False
@@ -36,8 +36,8 @@ def should_stop() -> bool:
 
 
 def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, Any]:
-    from zoo.export import export_model
-    from zoo.training import train
+    from zoo.export.exporter import export_model
+    from zoo.jobs.training import train
 
     job_spec = FineTuneJobSpec.from_dict(job.params)
     spec = get_spec(job_spec.base_model)
@@ -96,7 +96,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
 
 
 def run_export(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, Any]:
-    from zoo.export import export_model
+    from zoo.export.exporter import export_model
 
     job_spec = ExportJobSpec.from_dict(job.params)
 

@@ -1,6 +1,6 @@
 """Export a catalog (or any Keras) image classifier into the model repository as ONNX.
 
-The heavy work runs in a child process (``zoo.export_child``): TensorFlow keeps the memory
+The heavy work runs in a child process (``zoo.export.child``): TensorFlow keeps the memory
 it took, and the caller (a CLI, a server, a job worker) must not grow. This module only
 validates arguments, stages the version, reads the child's progress, writes ``zoo.json`` and
 ``config.pbtxt`` and publishes the version atomically. An export whose verification fails
@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from zoo import errors
-from zoo.build import resolve_spec, validate_input_shape
 from zoo.catalog import ModelSpec, Preprocessing
+from zoo.catalog.build import resolve_spec, validate_input_shape
+from zoo.catalog.labels import imagenet_class_index
+from zoo.catalog.weights import WeightsSource, locate
+from zoo.export.triton_config import TensorSpec, render_config
 from zoo.extras import require
-from zoo.labels import imagenet_class_index
 from zoo.lifetime import child_env
 from zoo.repository import (
     MANIFEST_FILE,
@@ -37,8 +39,6 @@ from zoo.repository import (
     Repository,
     validate_model_name,
 )
-from zoo.triton_config import TensorSpec, render_config
-from zoo.weights import WeightsSource, locate
 
 INPUT_MODES = ("uint8", "float32")
 MANIFEST_FORMAT = "keras-zoo.model/1"
@@ -105,7 +105,7 @@ def _run_child(
     request_path.write_text(json.dumps(request))
     with tempfile.TemporaryFile(mode="w+") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "zoo.export_child", str(request_path)],
+            [sys.executable, "-m", "zoo.export.child", str(request_path)],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -375,7 +375,7 @@ def _manifest(
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": round(result["seconds"], 3),
             "peak_rss_bytes": result["peak_rss_bytes"],
-            "route": "stateless trace + numpy weight folding (zoo.onnx_export)",
+            "route": "stateless trace + numpy weight folding (zoo.export.convert)",
             "host": platform.node(),
         },
         "verification": result["verification"],

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
-from zoo.jobs import EventType, Job, JobEvent, JobKind, JobState, transition
+from zoo.jobs.records import EventType, Job, JobEvent, JobKind, JobState, transition
 
 
 class Base(DeclarativeBase):

@@ -1,0 +1,7 @@
+"""Jobs wing: datasets and fine-tune/export jobs on a SQLite or PostgreSQL queue.
+
+Owns the job records and state machine (``records``), the store (``store``), the manager that
+the server's services call (``manager``), the worker loop (``worker``), the per-job child
+process (``child``), training (``training``) and dataset archives (``datasets``).
+May import: ``zoo.catalog``, ``zoo.export``, the top-level modules. Never ``zoo.serving``.
+"""
