@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.config import cpu_quota, usable_cpus
 from zoo.errors import FailedPrecondition, NotFound
 from zoo.repository import ModelVersion, Repository
 
@@ -125,8 +126,9 @@ class LoadedModel:
 
 
 def cpu_cores() -> int:
-    """Cores this process may run on (its affinity, e.g. a container's cpuset)."""
-    return len(os.sched_getaffinity(0))
+    """Cores this process may use: its affinity (a container's cpuset), capped by its CPU quota
+    (a Kubernetes CPU limit), read at each call since a pod's limit can be resized in place."""
+    return usable_cpus(len(os.sched_getaffinity(0)), cpu_quota())
 
 
 def choose_providers(allowed: Sequence[str]) -> list[str]:
