@@ -378,8 +378,6 @@ def test_probes_and_ports_are_the_servers(server) -> None:
         probes = grpc_probes(container)
         assert probes and {port for port, _ in probes} == {params["port"]}
         checked += [name for _, name in probes]
-    if not any(d["kind"] == "ClusterServingRuntime" for d in kserve):
-        pytest.fail("no KServe runtime rendered")
     with grpc.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for name in sorted(set(checked)):
@@ -387,11 +385,48 @@ def test_probes_and_ports_are_the_servers(server) -> None:
             assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
 
 
-def exported_metrics(metrics_port: int) -> set[str]:
-    """Names of the series a server's /metrics holds samples of."""
+def scrape(metrics_port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
+        return r.read().decode()
+
+
+def exported_metrics(text: str) -> set[str]:
+    """Names of the series a server's /metrics holds samples of."""
     return set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M))
+
+
+def test_requests_in_flight_counts_a_request_while_it_runs() -> None:
+    import asyncio
+
+    import grpc
+
+    from server.interceptors import Guard
+    from server.metrics import Metrics
+
+    metrics = Metrics()
+    seen = []
+
+    def in_flight() -> float | None:
+        return metrics.registry.get_sample_value("zoo_requests_in_flight", {"method": "ModelInfer"})
+
+    async def infer(request: Any, context: Any) -> str:
+        seen.append(in_flight())
+        if request == "fail":
+            raise RuntimeError("a failure is still counted out")
+        return "answer"
+
+    handler = grpc.unary_unary_rpc_method_handler(infer)
+    wrapped = Guard(metrics).wrap("/inference.GRPCInferenceService/ModelInfer", handler)
+
+    class Context:
+        def code(self) -> None:
+            return None
+
+    assert asyncio.run(wrapped.unary_unary("request", Context())) == "answer"
+    with pytest.raises(RuntimeError):
+        asyncio.run(wrapped.unary_unary("fail", Context()))
+    assert seen == [1.0, 1.0]
+    assert in_flight() == 0.0
 
 
 def promql_queries() -> dict[str, str]:
@@ -420,7 +455,10 @@ def test_every_metric_queried_is_one_a_server_exports(server) -> None:
     image = tc.InferInput("image", [1, 64, 64, 3], "UINT8")
     image.set_data_from_numpy(np.zeros((1, 64, 64, 3), np.uint8))
     tc.InferenceServerClient(server.address).infer("mobilenetv2", [image])
-    exported = exported_metrics(server.metrics_port)
+    text = scrape(server.metrics_port)
+    exported = exported_metrics(text)
+    # What KEDA scales on is back to 0 once the request is answered.
+    assert re.search(r'^zoo_requests_in_flight\{method="ModelInfer"\} 0\.0$', text, re.M)
     queries = promql_queries()
     assert any(k.startswith("KEDA") for k in queries) and len(queries) > 15
     prometheus_own = {"up"}  # written by Prometheus for each scrape target
