@@ -53,6 +53,8 @@ CRDS = {
 # Variables in our containers that are not ServerConfig settings, and why they are there.
 OTHER_VARIABLES = {"KERAS_HOME"}  # the export Job's weights cache on the data volume
 POD_KINDS = {"Deployment", "StatefulSet", "Job"}
+# A resource quantity as the API server parses it (kubernetes-validate lets any string through).
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 
 
 def needed(tool: str, hint: str) -> str:
@@ -297,7 +299,13 @@ def test_every_pod_runs_unprivileged_on_a_read_only_root(tree: str) -> None:
         assert context["readOnlyRootFilesystem"] is True, owner
         assert context["allowPrivilegeEscalation"] is False, owner
         assert context["capabilities"]["drop"] == ["ALL"], owner
-        assert "limits" in container["resources"] and "requests" in container["resources"], owner
+        resources = container["resources"]
+        assert "limits" in resources and "requests" in resources, owner
+        for kind in ("limits", "requests"):
+            for name, value in resources[kind].items():
+                assert QUANTITY.match(str(value)), (
+                    f"{owner}: {kind}.{name} {value!r} is no quantity"
+                )
 
 
 def test_overlays_differ_as_documented() -> None:
