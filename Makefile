@@ -6,7 +6,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune \
-	bench-requests serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
+	bench-requests bench-watchers bench-memory serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
 	test-images
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
@@ -57,6 +57,14 @@ bench-serve: $(STAMP)
 
 bench-finetune: $(STAMP)
 	$(PY) -m bench.finetune
+
+# Memory per served model (the seed models) against one ONNX Runtime session each.
+bench-memory: $(STAMP)
+	$(PY) -m bench.memory
+
+# 50 WatchJob streams on a deliberately slow job store, beside batch-1 inference.
+bench-watchers: $(STAMP)
+	$(PY) -m bench.watchers
 
 # Server CPU per request with a native load generator (h2load, Debian's nghttp2-client).
 bench-requests: $(STAMP)

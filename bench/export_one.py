@@ -148,7 +148,7 @@ def main() -> None:
                 row["stock"].update(compare_stock(stock_path, ours_f32.path, x8, args.rounds))
             except Exception as e:  # a stock file that ONNX Runtime refuses is a result
                 row["stock"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-            row["ours_nodes"] = ours_f32.manifest["onnx"]["nodes"]
+            row["ours_nodes"] = ours_f32.manifest.onnx["nodes"]
     print("RESULT " + json.dumps(row))
 
 

@@ -39,6 +39,7 @@ from zoo.errors import NotFound
 from zoo.jobs.datasets import DatasetLimits, DatasetStore
 from zoo.jobs.manager import JobManager
 from zoo.jobs.store import JobStore
+from zoo.jobs.watch import EventHub
 from zoo.jobs.worker import Worker, WorkerSettings, visible_gpus
 from zoo.serving.dataplane import DataPlane
 
@@ -98,6 +99,7 @@ class RunningServer:
     stop_workers: threading.Event
     datasets: DatasetsService
     jobs_io: ThreadPoolExecutor
+    hub: EventHub
 
     async def stop(self, grace: float | None) -> None:
         self.plane.ready = False
@@ -105,6 +107,7 @@ class RunningServer:
         # An upload can last as long as its client likes: end them rather than wait out grace.
         if cancelled := self.datasets.cancel_uploads():
             log.info("shutting down: ended %d dataset upload(s) in progress", cancelled)
+        await self.hub.close()  # job streams end: their clients watch again elsewhere
         await self.server.stop(grace)
         self.datasets.close()
         self.jobs_io.shutdown(wait=False, cancel_futures=True)
@@ -189,7 +192,8 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     jobs_io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobs-io")
     datasets_service = DatasetsService(datasets, jobs_io, config.max_uploads, config.upload_idle_s)
     zoo_service_pb2_grpc.add_DatasetsServicer_to_server(datasets_service, guarded)
-    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager, jobs_io), guarded)
+    hub = EventHub(manager.store, jobs_io, poll_s=config.watch_poll_s)
+    zoo_service_pb2_grpc.add_JobsServicer_to_server(JobsService(manager, jobs_io, hub), guarded)
     health_pb2_grpc.add_HealthServicer_to_server(HealthService(plane), guarded)
     reflection.enable_server_reflection(
         (
@@ -224,7 +228,16 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         plane.repository.models(),
     )
     return RunningServer(
-        server, port, metrics_port, plane, metrics, workers, stop_workers, datasets_service, jobs_io
+        server,
+        port,
+        metrics_port,
+        plane,
+        metrics,
+        workers,
+        stop_workers,
+        datasets_service,
+        jobs_io,
+        hub,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,10 +14,10 @@ from server import convert
 from zoo.errors import Cancelled, DeadlineExceeded, ResourceExhausted, Unavailable, ZooError
 from zoo.jobs.datasets import DatasetStore
 from zoo.jobs.manager import JobManager
+from zoo.jobs.watch import EventHub
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 T = TypeVar("T")
-WATCH_POLL_S = 0.5
 
 
 async def _off_loop(io: Executor, call: Callable[[], T]) -> T:
@@ -141,9 +140,10 @@ class JobsService(zpb_grpc.JobsServicer):
     """Every job store call runs on ``io``: the store may be a remote PostgreSQL, and the
     event loop that runs it also serves inference."""
 
-    def __init__(self, manager: JobManager, io: Executor) -> None:
+    def __init__(self, manager: JobManager, io: Executor, hub: EventHub) -> None:
         self.manager = manager
         self.io = io
+        self.hub = hub
 
     async def CreateFineTuneJob(
         self, request: zpb.CreateFineTuneJobRequest, context: Context
@@ -192,17 +192,9 @@ class JobsService(zpb_grpc.JobsServicer):
     async def WatchJob(
         self, request: zpb.WatchJobRequest, context: Context
     ) -> AsyncIterator[zpb.JobEvent]:
-        after = request.after_event
+        async for event in self.hub.watch(request.id, request.after_event, self._read_events):
+            yield convert.job_event(event)
 
-        def poll(after: int) -> tuple[bool, list[Any]]:
-            ended = self.manager.get(request.id).state.terminal  # read before the events
-            return ended, self.manager.events(request.id, after)
-
-        while True:
-            ended, events = await _off_loop(self.io, functools.partial(poll, after))
-            for event in events:
-                yield convert.job_event(event)
-                after = event.seq
-            if ended:
-                return
-            await asyncio.sleep(WATCH_POLL_S)
+    def _read_events(self, job_id: str, after: int) -> tuple[bool, list[Any]]:
+        ended = self.manager.get(job_id).state.terminal  # read before the events
+        return ended, self.manager.events(job_id, after)

@@ -60,9 +60,9 @@ def test_uint8_graph_matches_keras_preprocess_and_model(name, kwargs, tmp_path: 
     assert np.array_equal(got["probabilities"].argmax(1), expected.argmax(1))
     assert result.verification["passed"] and result.verification["inputs"] == 8
     manifest = result.manifest
-    assert manifest["input"]["preprocessing"] == spec.preprocessing.value
-    assert manifest["input"]["datatype"] == "UINT8"
-    assert manifest["input"]["shape"] == [-1, SIZE, SIZE, 3]
+    assert manifest.input.preprocessing == spec.preprocessing.value
+    assert manifest.input.datatype == "UINT8"
+    assert manifest.input.shape == (-1, SIZE, SIZE, 3)
 
 
 def smallest_of_each_family() -> list[zoo.ModelSpec]:
@@ -110,8 +110,8 @@ def test_smallest_of_each_family_exports_and_verifies(spec: zoo.ModelSpec, tmp_p
     check = compare_logits(keras_logits(spec, model, pixels), onnx_logits)
     assert check.passed, check
     assert check.logit_spread > 0.5  # the reference really depends on the pixels
-    assert result.manifest["input"]["datatype"] == "UINT8"
-    assert result.manifest["input"]["preprocessing"] == spec.preprocessing.value
+    assert result.manifest.input.datatype == "UINT8"
+    assert result.manifest.input.preprocessing == spec.preprocessing.value
 
     # The same check against Keras fed with another mode's preprocessing must fail: the
     # weights make this comparison sensitive to the preprocessing the graph holds.
@@ -156,7 +156,7 @@ def test_float32_mode_is_the_bare_network(tmp_path: Path) -> None:
     assert (image.name, image.type) == ("image", "tensor(float)")
     assert image.shape[1:] == [SIZE, SIZE, 3] and not isinstance(image.shape[0], int)
     assert [o.name for o in session.get_outputs()] == ["logits", "probabilities"]
-    assert result.manifest["input"]["preprocessing_in_graph"] is False
+    assert result.manifest.input.preprocessing_in_graph is False
 
 
 def test_manifest_records_source_labels_and_figures(tmp_path: Path) -> None:
@@ -164,7 +164,8 @@ def test_manifest_records_source_labels_and_figures(tmp_path: Path) -> None:
         "MobileNetV2", tmp_path, weights=None, input_shape=(SIZE, SIZE, 3), alpha=0.35
     )
     manifest = json.loads((result.path / "zoo.json").read_text())
-    assert manifest == result.manifest
+    assert manifest == result.manifest.to_dict()
+    assert manifest["format"] == "keras-zoo.model/1" and manifest["max_batch_size"] == 32
     assert (manifest["model"], manifest["version"]) == ("mobilenetv2", 1)
     assert manifest["source"]["catalog_model"] == "MobileNetV2"
     assert manifest["source"]["constructor_kwargs"] == {"alpha": 0.35}
@@ -265,5 +266,5 @@ def test_every_catalog_model_exports_within_memory_bound(name: str, tmp_path: Pa
     result = export_model(spec, tmp_path / "repository", weights=str(weights))
     assert result.verification["passed"], result.verification
     assert result.verification["logit_spread"] > 0.5
-    assert result.manifest["input"]["datatype"] == "UINT8"
+    assert result.manifest.input.datatype == "UINT8"
     assert result.peak_rss_bytes <= 2 * 2**30 + 4 * result.onnx_bytes, result.to_dict()

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 
-from zoo.errors import FailedPrecondition, NotFound
+from zoo.errors import FailedPrecondition, NotFound, Unavailable
 from zoo.jobs.records import (
     TERMINAL,
     TRANSITIONS,
     EventType,
     IllegalTransition,
+    JobEvent,
     JobKind,
     JobState,
     transition,
 )
 from zoo.jobs.store import JobStore
+from zoo.jobs.watch import EventHub
 
 POSTGRES = os.environ.get("ZOO_TEST_POSTGRES_URL")
 
@@ -254,3 +261,94 @@ def test_census_counts_states_and_the_longest_silence(store: JobStore) -> None:
     assert 0.2 <= census.longest_silence_s < 30
     store.heartbeat(b.id, "w")
     assert store.census().longest_silence_s < 0.2
+
+
+# -- watching: streams wait on notifications, not on the database ------------------------------
+def _add_event_from_another_process(url: str, job_id: str) -> None:
+    code = (
+        "import sys\n"
+        "from zoo.jobs.records import EventType\n"
+        "from zoo.jobs.store import JobStore\n"
+        "JobStore(sys.argv[1]).add_event(sys.argv[2], EventType.LOG, {'message': 'from afar'})\n"
+    )
+    subprocess.run([sys.executable, "-c", code, url, job_id], check=True, timeout=120)
+
+
+def _reader(store: JobStore):  # type: ignore[no-untyped-def]
+    def read(job_id: str, after: int) -> tuple[bool, list[JobEvent]]:
+        return store.get(job_id).state.terminal, store.events(job_id, after)
+
+    return read
+
+
+async def _until(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+def test_fifty_watchers_cost_one_poll_and_hear_another_process(store: JobStore) -> None:
+    job = store.create(JobKind.EXPORT, {})
+    queries: list[str] = []
+    sqlalchemy_event.listen(
+        store.engine, "before_cursor_execute", lambda *args: queries.append(args[2])
+    )
+
+    async def scenario() -> None:
+        io = ThreadPoolExecutor(4)
+        hub = EventHub(store, io, poll_s=0.2, max_wait_s=120)
+        seen: list[list[int]] = [[] for _ in range(50)]
+
+        async def watch(i: int) -> None:
+            async for event in hub.watch(job.id, 0, _reader(store)):
+                seen[i].append(event.seq)
+
+        tasks = [asyncio.create_task(watch(i)) for i in range(50)]
+        await _until(lambda: hub.watchers == 50)
+        before = len(queries)
+        await asyncio.sleep(1.0)
+        idle = len(queries) - before
+        if store.dialect == "sqlite":  # one poll per 0.2 s for all 50 (a few statements each)
+            assert 0 < idle <= 6 * 4, queries[before:]
+        else:  # LISTEN: no query at all while nothing happens
+            assert idle == 0, queries[before:]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _add_event_from_another_process, store.url, job.id)
+        await _until(lambda: all(s == [1, 2] for s in seen))
+        await loop.run_in_executor(None, store.set_state, job.id, JobState.CANCELLED)
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)  # the job ended: every stream ends
+        assert all(s == [1, 2, 3] for s in seen)
+        await hub.close()
+        io.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_write_in_this_process_wakes_watchers_without_polling(store: JobStore) -> None:
+    job = store.create(JobKind.EXPORT, {})
+    other = JobStore(store.url)  # e.g. a worker thread's store: the same database
+
+    async def scenario() -> None:
+        io = ThreadPoolExecutor(2)
+        hub = EventHub(store, io, poll_s=300, max_wait_s=300)  # only a notification wakes it
+        seen: list[int] = []
+
+        async def watch() -> None:
+            async for event in hub.watch(job.id, 0, _reader(store)):
+                seen.append(event.seq)
+
+        task = asyncio.create_task(watch())
+        await _until(lambda: hub.watchers == 1)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, other.add_event, job.id, EventType.LOG, {"message": "x"})
+        await _until(lambda: seen == [1, 2], timeout=10)
+        await hub.close()  # the stream ends: the server is stopping
+        with pytest.raises(
+            Unavailable, match=r"the server is stopping; watch job .* after event 2"
+        ):
+            await asyncio.wait_for(task, 10)
+        io.shutdown()
+
+    asyncio.run(scenario())
+    other.close()

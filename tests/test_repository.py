@@ -16,6 +16,7 @@ import pytest
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
 from zoo.export.exporter import export_model
 from zoo.export.triton_config import TensorSpec, render_config
+from zoo.manifest import Manifest
 from zoo.repository import Repository, validate_model_name
 
 SMALL = {"weights": None, "input_shape": (64, 64, 3), "alpha": 0.35}
@@ -25,7 +26,8 @@ def fake_version(tmp: Path, text: str = "onnx") -> Path:
     staged = tmp / f"staged-{text}"
     staged.mkdir()
     (staged / "model.onnx").write_text(text)
-    (staged / "zoo.json").write_text(json.dumps({"note": text}))
+    manifest = {"input": {"name": "image", "datatype": "UINT8", "shape": [-1, 8, 8, 3]}}
+    (staged / "zoo.json").write_text(json.dumps({**manifest, "note": text}))
     return staged
 
 
@@ -38,7 +40,8 @@ def test_versions_increase_and_newest_wins(tmp_path: Path) -> None:
     assert repo.publish(fake_version(tmp_path, "d"), "m", config).version == 8
     assert repo.versions("m") == [1, 2, 7, 8]
     assert repo.get("m").version == 8
-    assert repo.manifest("m", 2) == {"note": "b", "model": "m", "version": 2}
+    manifest = repo.manifest("m", 2)
+    assert (manifest.model, manifest.version, manifest.extra) == ("m", 2, {"note": "b"})
     with pytest.raises(AlreadyExists, match="already has version 7"):
         repo.publish(fake_version(tmp_path, "e"), "m", config, version=7)
     with pytest.raises(NotFound, match="has no version 5; it has 1, 2, 7, 8"):
@@ -69,7 +72,8 @@ def test_manifest_round_trips_and_config_parses_with_triton(tmp_path: Path) -> N
     repo = Repository(tmp_path)
     assert repo.models() == ["mobilenetv2"]
     assert repo.manifest("mobilenetv2") == result.manifest
-    assert json.loads(json.dumps(result.manifest)) == result.manifest
+    assert result.manifest.max_batch_size == 16
+    assert Manifest.from_dict(json.loads(json.dumps(result.manifest.to_dict()))) == result.manifest
 
     # Parsed by Triton's own protobuf definition, in a separate process: its generated
     # `inference` modules clash with ours when both load into one protobuf registry.

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from zoo.config import ServerConfig
-from zoo.errors import FailedPrecondition, NotFound
+from zoo.errors import FailedPrecondition, NotFound, Unavailable
 from zoo.repository import Repository
 from zoo.serving.dataplane import DataPlane
-from zoo.serving.runtime import OVERLAP_MEMORY_S, Runtime, choose_providers, cpu_cores
+from zoo.serving.runtime import Runtime, choose_providers, cpu_cores
 
 
 @pytest.fixture
@@ -26,10 +25,10 @@ def three_models(served_repository: Path, tmp_path: Path) -> Repository:
 
 
 def test_models_load_lazily_and_lru_unloads_over_budget(three_models: Repository) -> None:
-    runtime = Runtime(three_models, providers=("cpu",))
+    runtime = Runtime(three_models, ServerConfig(repository=three_models.root, providers=("cpu",)))
     assert runtime.loaded() == []
-    size = runtime.get("a").size_bytes  # the file once per session it has
-    assert size % (three_models.root / "a/1/model.onnx").stat().st_size == 0
+    size = runtime.get("a").size_bytes  # one session: the file once
+    assert size == (three_models.root / "a/1/model.onnx").stat().st_size
     runtime.memory_budget_bytes = int(2.5 * size)
     runtime.get("b")
     runtime.get("a")  # a is now the most recently used
@@ -66,64 +65,76 @@ def test_dataplane_eager_load_and_unknown_and_broken_models(served_repository: P
     asyncio.run(scenario())
 
 
-class Recording:
-    """A real session that notes its name in ``log`` on each run; ``hold`` pauses runs."""
-
-    def __init__(self, session: object, name: str, log: list[str]) -> None:
-        self.session, self.name, self.log = session, name, log
-        self.hold = threading.Event()
-        self.hold.set()
-
-    def run(self, names: object, feeds: object) -> object:
-        self.log.append(self.name)
-        assert self.hold.wait(10)
-        return self.session.run(names, feeds)  # type: ignore[attr-defined]
-
-
-@pytest.mark.skipif(cpu_cores() < 2, reason="one core: one session per model")
-def test_cpu_runs_use_all_cores_alone_and_one_core_each_side_by_side(
+def test_a_cpu_version_is_one_single_thread_session_run_by_one_instance_per_core(
     served_repository: Path,
 ) -> None:
-    model = Runtime(Repository(served_repository), providers=("cpu",)).get("mobilenetv2")
-    assert model.single_thread_session is not None
-    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
-    feeds = {"image": x}
-    # both sessions compute the same thing
-    np.testing.assert_allclose(
-        model.session.run(None, feeds)[0],
-        model.single_thread_session.run(None, feeds)[0],
-        rtol=1e-5,
-        atol=1e-5,
-    )
-    log: list[str] = []
-    model.session = Recording(model.session, "all cores", log)
-    model.single_thread_session = Recording(model.single_thread_session, "one core", log)
-    model.run(feeds)
-    assert log == ["all cores"]
-    # a run that starts while another computes takes one core
-    model.session.hold.clear()
-    lone = threading.Thread(target=model.run, args=(feeds,))
-    lone.start()
-    while log.count("all cores") < 2:
-        time.sleep(0.001)
-    model.run(feeds)
-    model.session.hold.set()
-    lone.join()
-    assert log == ["all cores", "all cores", "one core"]
-    # for a while after an overlap, lone runs stay on one core; parts of a split always do
-    model.run(feeds)
-    model.run(feeds, side_by_side=True)
-    assert log[-2:] == ["one core", "one core"]
-    model._overlapped_at -= OVERLAP_MEMORY_S
-    model.run(feeds)
-    assert log[-1] == "all cores"
-
-
-def test_a_configured_thread_count_means_one_session(served_repository: Path) -> None:
-    runtime = Runtime(Repository(served_repository), providers=("cpu",), intra_op_threads=1)
-    model = runtime.get("mobilenetv2")
-    assert model.single_thread_session is None
+    config = ServerConfig(repository=served_repository, providers=("cpu",))
+    model = Runtime(Repository(served_repository), config).get("mobilenetv2")
+    plan = model.plan
+    assert (plan.session_threads, plan.instances) == (1, cpu_cores())
+    assert plan.spread == (cpu_cores() > 1)
     assert model.size_bytes == (served_repository / "mobilenetv2/1/model.onnx").stat().st_size
+    # runs side by side on the one session give what a fresh session gives, row for row
+    import onnxruntime as ort
+
+    reference = ort.InferenceSession(
+        str(served_repository / "mobilenetv2/1/model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    xs = [np.random.default_rng(i).integers(0, 256, (2, 64, 64, 3), np.uint8) for i in range(4)]
+    results: dict[int, np.ndarray] = {}
+
+    def run(i: int) -> None:
+        for _ in range(5):
+            results[i] = model.run({"image": xs[i]})["probabilities"]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, x in enumerate(xs):
+        expected = reference.run(["probabilities"], {"image": x})[0]
+        np.testing.assert_allclose(results[i], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_configured_threads_and_instances_make_the_plan(served_repository: Path) -> None:
+    config = ServerConfig(
+        repository=served_repository,
+        providers=("cpu",),
+        intra_op_threads=2,
+        model_instances=3,
+        max_batch_size=4,
+    )
+    model = Runtime(Repository(served_repository), config).get("mobilenetv2")
+    assert (model.plan.session_threads, model.plan.instances) == (2, 3)
+    assert model.plan.max_batch_size == 4
+    assert model.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_a_newer_version_replaces_the_older_and_its_requests_get_unavailable(
+    served_repository: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(served_repository / "mobilenetv2", tmp_path / "m")
+    repository = Repository(tmp_path)
+    config = ServerConfig(repository=tmp_path, providers=("cpu",))
+    x = np.zeros((1, 64, 64, 3), np.uint8)
+
+    async def scenario() -> None:
+        plane = DataPlane(config, repository)
+        await plane.start()
+        old, _ = await plane.infer("m", None, {"image": x})
+        assert old.version == 1
+        shutil.copytree(tmp_path / "m/1", tmp_path / "m/2")
+        new, _ = await plane.infer("m", None, {"image": x})  # the newest version now
+        assert new.version == 2 and old.closed
+        assert [(m.name, m.version) for m in plane.runtime.loaded()] == [("m", 2)]
+        with pytest.raises(Unavailable, match="unloaded; retry"):
+            await old.submit(x)  # a request that held the old version
+        again, _ = await plane.infer("m", 1, {"image": x})  # asked for by number: reloaded
+        assert again.version == 1 and not again.closed and again is not old
+        await plane.close()
+
+    asyncio.run(scenario())
 
 
 def test_unloaded_models_give_up_their_batchers_and_threads(three_models: Repository) -> None:

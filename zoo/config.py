@@ -109,8 +109,8 @@ class ServerConfig:
     intra_op_threads: int = field(
         default=0,
         metadata={
-            "help": "ONNX Runtime threads per run (0: auto; on a CPU a lone run uses every "
-            "core and overlapping runs one each)."
+            "help": "ONNX Runtime threads per run (0: auto; on a CPU one, with one instance "
+            "per core running side by side)."
         },
     )
     eager_models: tuple[str, ...] = field(
@@ -123,7 +123,7 @@ class ServerConfig:
     max_batch_size: int = field(
         default=0,
         metadata={
-            "help": "Largest dynamic batch, capped by the model's config.pbtxt (0: auto; on "
+            "help": "Largest dynamic batch, capped by the model's own limit (0: auto; on "
             "a CPU the rows one core computes in 4 ms, on a GPU the model's limit)."
         },
     )
@@ -194,6 +194,13 @@ class ServerConfig:
     upload_idle_s: float = field(
         default=60.0, metadata={"help": "An upload that sends nothing this long is dropped."}
     )
+    watch_poll_s: float = field(
+        default=1.0,
+        metadata={
+            "help": "On SQLite, how often the server looks for new job events for all its "
+            "WatchJob streams together (PostgreSQL notifies instead)."
+        },
+    )
 
     @property
     def database_url(self) -> str:
@@ -213,8 +220,9 @@ class ServerConfig:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InvalidArgument("TLS needs both tls_cert and tls_key")
-        if not self.upload_idle_s > 0:
-            raise InvalidArgument(f"upload_idle_s must be > 0; received {self.upload_idle_s}")
+        for name in ("upload_idle_s", "watch_poll_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidArgument(f"{name} must be > 0; received {getattr(self, name)}")
         if self.log_format not in ("text", "json"):
             raise InvalidArgument(f"log_format must be text or json; received {self.log_format!r}")
         for name in ("port", "max_message_bytes", "max_image_pixels", "workers", "max_uploads"):

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
 from zoo.lifetime import clear_dead_writers
+from zoo.manifest import Manifest, ManifestError
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "zoo.json"
@@ -80,12 +80,18 @@ class ModelVersion:
     def model_file(self) -> Path:
         return self.path / MODEL_FILE
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
+        """The version's ``zoo.json``; NotFound without one, ManifestError if unreadable."""
         try:
-            data: dict[str, Any] = json.loads((self.path / MANIFEST_FILE).read_text())
+            text = (self.path / MANIFEST_FILE).read_text()
         except FileNotFoundError:
             raise NotFound(f"{self.model} version {self.version} has no {MANIFEST_FILE}") from None
-        return data
+        try:
+            return Manifest.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ManifestError(
+                f"{self.model} version {self.version}: {MANIFEST_FILE}: {e}"
+            ) from None
 
 
 class Repository:
@@ -160,7 +166,7 @@ class Repository:
             )
         return ModelVersion(model, chosen, self.root / model / str(chosen))
 
-    def manifest(self, model: str, version: int | None = None) -> dict[str, Any]:
+    def manifest(self, model: str, version: int | None = None) -> Manifest:
         return self.get(model, version).manifest()
 
     @contextmanager

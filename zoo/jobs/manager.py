@@ -44,11 +44,10 @@ class JobManager:
             manifest = self.repository.manifest(output)
         except NotFound:
             return  # a new model, or one without a manifest (not ours to judge)
-        training = manifest.get("training") or {}
         served = (
-            f"a fine-tune of {training.get('base_model')}"
-            if training
-            else (manifest.get("source") or {}).get("catalog_model")
+            f"a fine-tune of {manifest.training.get('base_model')}"
+            if manifest.training
+            else manifest.catalog_model
         )
         if served != source:
             raise AlreadyExists(

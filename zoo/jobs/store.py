@@ -4,13 +4,19 @@ Workers claim jobs atomically: on PostgreSQL with ``SELECT ... FOR UPDATE SKIP L
 workers never wait on or take the same row), on SQLite inside a ``BEGIN IMMEDIATE``
 transaction (one writer at a time). Every claim is also a conditional UPDATE checked by its
 row count, so a claim that lost a race is never mistaken for a win.
+
+Every event is announced once its transaction commits, for ``zoo.jobs.watch`` to wake the
+streams that wait on the job: to the listeners in this process (``add_listener``, by database
+URL, so a worker thread's store wakes the server's watchers) and, on PostgreSQL, to every
+process with ``NOTIFY zoo_job_events, '<job id>'`` sent inside the same transaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +43,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
 from zoo.jobs.records import EventType, Job, JobEvent, JobKind, JobState, transition
+
+NOTIFY_CHANNEL = "zoo_job_events"
+EventListener = Callable[[str], None]  # called with a job id, on the writer's thread
+_listeners: dict[str, list[EventListener]] = {}  # by database URL: every store in the process
+_listeners_lock = threading.Lock()
 
 
 class Base(DeclarativeBase):
@@ -156,7 +167,27 @@ class JobStore:
     @contextmanager
     def _session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
+            touched: set[str] = session.info.setdefault("events_for", set())
             yield session
+        for job_id in touched:  # committed: tell this process's watchers
+            for listener in self._local_listeners():
+                listener(job_id)
+
+    def add_listener(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener(job_id)`` after any store of this database in this process commits
+        an event; returns the function that removes it."""
+        with _listeners_lock:
+            _listeners.setdefault(self.url, []).append(listener)
+
+        def remove() -> None:
+            with _listeners_lock:
+                _listeners.get(self.url, []).remove(listener)
+
+        return remove
+
+    def _local_listeners(self) -> list[EventListener]:
+        with _listeners_lock:
+            return list(_listeners.get(self.url, ()))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -334,7 +365,22 @@ class JobStore:
         seq = (last or 0) + 1
         session.add(EventRow(job_id=job_id, seq=seq, time=now(), type=type.value, payload=payload))
         session.flush()
+        session.info.setdefault("events_for", set()).add(job_id)
+        if session.get_bind().dialect.name == "postgresql":  # delivered when this commits
+            session.execute(select(func.pg_notify(NOTIFY_CHANNEL, job_id)))
         return seq
+
+    def latest_events(self, job_ids: list[str]) -> dict[str, int]:
+        """The newest event number of each job (jobs without events are left out)."""
+        if not job_ids:
+            return {}
+        with self._session() as session:
+            rows = session.execute(
+                select(EventRow.job_id, func.max(EventRow.seq))
+                .where(EventRow.job_id.in_(job_ids))
+                .group_by(EventRow.job_id)
+            )
+            return {job_id: int(seq) for job_id, seq in rows}
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         with self._session() as session:

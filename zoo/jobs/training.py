@@ -103,10 +103,14 @@ class TrainingResult:
     images_per_second: dict[str, float]
 
 
-def split(files: list[tuple[Path, int]], fraction: float, seed: int) -> tuple[list, list]:
+Labelled = list[tuple[Path, int]]  # (image path, class index)
+
+
+def split(files: Labelled, fraction: float, seed: int) -> tuple[Labelled, Labelled]:
     """Deterministic per-class split: every class keeps at least one training image."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train: Labelled = []
+    val: Labelled = []
     for label in sorted({c for _, c in files}):
         members = [f for f in files if f[1] == label]
         order = rng.permutation(len(members))
@@ -117,25 +121,56 @@ def split(files: list[tuple[Path, int]], fraction: float, seed: int) -> tuple[li
     return train, val
 
 
-class _Checkpoint:
-    """``state.json`` + weights under a directory, each written whole then renamed."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an interrupted run resumes: the phase and epochs done, their weights, the curves."""
+
+    phase: int  # 1: the head on the frozen base; 2: the top of the base
+    epoch: int  # epochs of that phase done
+    weights: str  # file name, beside state.json
+    history: dict[str, list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "epoch": self.epoch,
+            "weights": self.weights,
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(
+            phase=int(data["phase"]),
+            epoch=int(data["epoch"]),
+            weights=str(data["weights"]),
+            history={k: [float(x) for x in v] for k, v in dict(data["history"]).items()},
+        )
+
+    def epochs_done(self, phase: int) -> int:
+        """Epochs of ``phase`` to skip on resume: none unless this is that phase's."""
+        return self.epoch if self.phase == phase else 0
+
+
+class _CheckpointDir:
+    """``state.json`` (a ``Checkpoint``) + weights, each written whole then renamed."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> Checkpoint | None:
         path = self.directory / "state.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return Checkpoint.from_dict(json.loads(path.read_text())) if path.exists() else None
 
     def save(self, model: Any, phase: int, epoch: int, history: dict[str, list[float]]) -> None:
         weights = self.directory / f"phase{phase}.weights.h5"
         tmp = self.directory / f".phase{phase}.tmp.weights.h5"
         model.save_weights(tmp)
         os.replace(tmp, weights)
-        state = {"phase": phase, "epoch": epoch, "weights": weights.name, "history": history}
+        state = Checkpoint(phase, epoch, weights.name, history)
         tmp_state = self.directory / ".state.json.tmp"
-        tmp_state.write_text(json.dumps(state))
+        tmp_state.write_text(json.dumps(state.to_dict()))
         os.replace(tmp_state, self.directory / "state.json")
 
 
@@ -163,7 +198,7 @@ def train(
     size = params.image_size or spec.input_size
     preprocess = importlib.import_module(spec.keras_module).preprocess_input
     train_files, val_files = split(files, params.validation_split, params.seed)
-    checkpoint = _Checkpoint(workdir / "checkpoint")
+    checkpoint = _CheckpointDir(workdir / "checkpoint")
     state = checkpoint.load()
     if not val_files:
         raise InvalidArgument("the dataset is too small to hold out validation images")
@@ -224,12 +259,12 @@ def train(
         )
         trainer = keras.Model(inputs, head(pool(base(augmentation(inputs), training=False))))
 
-    history: dict[str, list[float]] = (state or {}).get("history", {})
+    history: dict[str, list[float]] = dict(state.history) if state else {}
     speed: dict[str, float] = {}
     train_data, val_data = dataset(train_files, True), dataset(val_files, False)
     steps = math.ceil(len(train_files) / params.batch_size)
 
-    class Progress(keras.callbacks.Callback):  # type: ignore[name-defined]
+    class Progress(keras.callbacks.Callback):  # type: ignore[name-defined,misc]
         def __init__(self, phase: int, total_epochs: int, model_to_save: Any) -> None:
             super().__init__()
             self.phase, self.total_epochs, self.model_to_save = phase, total_epochs, model_to_save
@@ -287,10 +322,10 @@ def train(
         )
 
     # -- phase 1: the head on the frozen base ---------------------------------------------
-    resumed_phase = state["phase"] if state is not None else 0
-    if resumed_phase == 1:
-        head.load_weights(checkpoint.directory / state["weights"])  # type: ignore[index]
-    start_epoch = state["epoch"] if resumed_phase == 1 else 0  # type: ignore[index]
+    resumed_phase = state.phase if state is not None else 0
+    if state is not None and state.phase == 1:
+        head.load_weights(checkpoint.directory / state.weights)
+    start_epoch = state.epochs_done(1) if state else 0
     if resumed_phase < 2 and start_epoch < params.epochs:
         report("log", {"message": f"phase 1: training the head from epoch {start_epoch + 1}"})
         started = time.perf_counter()
@@ -332,9 +367,9 @@ def train(
     # -- phase 2: the top of the base, with a low learning rate ---------------------------
     if params.fine_tune_epochs:
         _unfreeze(keras, base, params.unfreeze)
-        start_epoch = state["epoch"] if resumed_phase == 2 else 0  # type: ignore[index]
-        if resumed_phase == 2:
-            model.load_weights(checkpoint.directory / state["weights"])  # type: ignore[index]
+        start_epoch = state.epochs_done(2) if state else 0
+        if state is not None and state.phase == 2:
+            model.load_weights(checkpoint.directory / state.weights)
         if start_epoch < params.fine_tune_epochs:
             report("log", {"message": f"phase 2: fine-tuning from epoch {start_epoch + 1}"})
             compile_for(trainer, params.fine_tune_learning_rate)

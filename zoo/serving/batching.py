@@ -184,18 +184,21 @@ class DynamicBatcher:
             return [rows]
         return [rows[i : i + size] for i in range(0, len(rows), size)]
 
-    async def close(self) -> None:
-        """Stop the instances once their current batch is done; queued requests fail."""
+    def stop(self) -> None:
+        """Stop taking requests; any thread. Queued ones fail UNAVAILABLE, computing ones end."""
         with self._lock:
             self._closed = True
             self._lock.notify_all()
             dropped = [p for p in self._queue if not p.cancelled]
             self._queue.clear()
-        for p in dropped:
-            if not p.future.done():
-                p.future.set_exception(
-                    Unavailable(f"model {self._name} was unloaded while the request waited")
-                )
+        if dropped:
+            error = Unavailable(f"model {self._name} was unloaded while the request waited")
+            with contextlib.suppress(RuntimeError):  # no loop: the server is shutting down
+                self._loop.call_soon_threadsafe(self._deliver, dropped, None, error)
+
+    async def close(self) -> None:
+        """``stop``, then wait for the instances to finish their current batch."""
+        self.stop()
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 60)
 

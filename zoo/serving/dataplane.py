@@ -19,16 +19,13 @@ import numpy as np
 from zoo.catalog import get_spec, list_models
 from zoo.config import ServerConfig
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
+from zoo.manifest import Manifest, ManifestError
 from zoo.repository import Repository
-from zoo.serving.batching import DynamicBatcher
 from zoo.serving.images import declared_pixels, decode_image
-from zoo.serving.runtime import LoadedModel, ModelState, Runtime, TensorInfo, cpu_cores
-from zoo.serving.stats import StatsRegistry
+from zoo.serving.runtime import LoadedModel, ModelState, Runtime, TensorInfo
 
 log = logging.getLogger("zoo.serving.dataplane")
 MAX_REQUEST_BATCH = 256  # hard per-request cap; larger batches are refused
-GPU_INSTANCES = 2  # the "auto" instance count on a GPU; on a CPU, one per core
-CPU_BATCH_SECONDS, CPU_BATCH_MAX = 0.004, 8  # the "auto" CPU batch: rows that fit in 4 ms
 
 
 @dataclass(frozen=True)
@@ -66,18 +63,11 @@ class DataPlane:
     def __init__(self, config: ServerConfig, repository: Repository | None = None) -> None:
         self.config = config
         self.repository = repository or Repository(config.repository)
-        self.runtime = Runtime(
-            self.repository,
-            providers=config.providers,
-            intra_op_threads=config.intra_op_threads,
-            memory_budget_bytes=config.memory_budget_mb * 2**20,
-        )
-        self.stats = StatsRegistry()
-        # Loads, image decoding and uploads run on threads; inference runs on each
-        # batcher's own instance threads. ONNX Runtime releases the GIL.
+        self.runtime = Runtime(self.repository, config)
+        self.stats = self.runtime.stats
+        # Loads and image decoding run on threads; inference runs on each loaded version's
+        # own instance threads (runtime.LoadedModel). ONNX Runtime releases the GIL.
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="work")
-        self._batchers: dict[tuple[str, int], tuple[LoadedModel, DynamicBatcher]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
         self.ready = False
 
     async def start(self) -> None:
@@ -92,8 +82,7 @@ class DataPlane:
         self.ready = True
 
     async def close(self) -> None:
-        for _, batcher in self._batchers.values():
-            await batcher.close()
+        await self.runtime.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- models ------------------------------------------------------------------
@@ -103,17 +92,7 @@ class DataPlane:
         if model is not None:
             return model
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self.executor, self.runtime.get, name, version)
-        self._drop_unloaded_batchers()  # a load may have unloaded others (the memory budget)
-        return model
-
-    def _drop_unloaded_batchers(self) -> None:
-        """Close the batchers of models the runtime no longer holds: each keeps its sessions."""
-        loaded = {id(m) for m in self.runtime.loaded()}
-        for key in [k for k, (m, _) in self._batchers.items() if id(m) not in loaded]:
-            task = asyncio.get_running_loop().create_task(self._batchers.pop(key)[1].close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        return await loop.run_in_executor(self.executor, self.runtime.get, name, version)
 
     async def load(self, name: str) -> LoadedModel:
         """Load the newest version of ``name``, reloading it if it is loaded (Triton's rule)."""
@@ -122,10 +101,7 @@ class DataPlane:
         return await self.model(name)
 
     async def unload(self, name: str) -> None:
-        for version in self.runtime.unload(name):
-            entry = self._batchers.pop((name, version), None)
-            if entry is not None:
-                await entry[1].close()
+        await asyncio.gather(*(m.wait_closed() for m in self.runtime.unload(name)))
 
     def _loaded_names(self) -> set[str]:
         return {m.name for m in self.runtime.loaded()}
@@ -167,20 +143,20 @@ class DataPlane:
             versions = tuple(self.repository.versions(name))
         except NotFound:
             versions = ()
-        manifest: dict[str, Any] = {}
+        manifest: Manifest | None = None
         if versions:
             try:
                 manifest = self.repository.manifest(name, versions[-1])
-            except (NotFound, ValueError):
-                manifest = {}
-        catalog_model = (manifest.get("source") or {}).get("catalog_model")
+            except (NotFound, ManifestError):
+                manifest = None
+        catalog_model = manifest.catalog_model if manifest else None
         if spec is None and catalog_model:
             try:
                 spec = get_spec(catalog_model)
             except NotFound:
                 spec = None
         mine = [m for m in loaded if m.name == name]
-        shape = manifest.get("input", {}).get("shape", [-1, *(spec.input_shape if spec else ())])
+        shape = manifest.input.shape if manifest else (-1, *(spec.input_shape if spec else ()))
         return ModelSummary(
             name=name,
             catalog_model=spec.name if spec else catalog_model,
@@ -188,68 +164,12 @@ class DataPlane:
             loaded_versions=tuple(sorted(m.version for m in mine)),
             spec=spec,
             input_shape=tuple(shape[1:]),
-            num_classes=len(manifest.get("labels", [])) or (spec.num_classes if spec else 0),
+            num_classes=len(manifest.labels if manifest else ())
+            or (spec.num_classes if spec else 0),
             provider=mine[-1].provider if mine else "",
         )
 
     # -- inference ---------------------------------------------------------------
-    def _batcher(self, model: LoadedModel) -> DynamicBatcher:
-        key = (model.name, model.version)
-        entry = self._batchers.get(key)
-        if entry is not None and entry[0] is model:
-            return entry[1]
-        if entry is not None:  # the version was reloaded: one of the two models is gone
-            self._drop_unloaded_batchers()
-            entry = self._batchers.get(key)
-            if entry is not None:  # the request held the old model; the loaded one serves it
-                return entry[1]
-        # The model's config.pbtxt says how large a batch it accepts; the server's settings
-        # may keep batches smaller and set how many compute at once. On a GPU large batches
-        # are the point. The CPU defaults were measured on 2 cores (docs/benchmarks/serve.md):
-        # one instance per core, each run on one thread. There a batch saves only the fixed
-        # cost of a call, and it answers all its requests at once, which raises the p99 in
-        # proportion to its length; so on a CPU rows are batched only while a batch stays
-        # short. Batches of 2 MobileNetV2 rows (3.5 ms each) gave 0.97-0.99 x the
-        # throughput of no batching at 16 clients; batches of 8 raised the p99.
-        on_cpu = model.provider == "CPUExecutionProvider"
-        cap = self.config.max_batch_size or (
-            cpu_batch_size(model.row_seconds) if on_cpu else model.max_batch_size
-        )
-        threads = self.config.intra_op_threads or 1  # per run, as the runtime sets it
-        instances = self.config.model_instances or (
-            max(1, cpu_cores() // threads) if on_cpu else GPU_INSTANCES
-        )
-        names = [o.name for o in model.outputs]
-
-        def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
-            return model.run({model.input.name: rows}, names, side_by_side=side_by_side)
-
-        batcher = DynamicBatcher(
-            run,
-            self.stats.get(*key),
-            max_batch_size=min(model.max_batch_size, cap),
-            max_queue_delay_s=self.config.max_queue_delay_us / 1e6,
-            instances=instances,
-            enabled=self.config.dynamic_batching,
-            spread=model.single_thread_session is not None and instances > 1,
-            name=f"{model.name}-{model.version}",
-            max_queue_size=self.config.max_queue_size,
-            queue_timeout_s=self.config.queue_timeout_ms / 1000,
-            row_seconds=model.row_seconds,
-        )
-        self._batchers[key] = (model, batcher)
-        log.info(
-            "model %s version %s: %s, %d instance(s); one row took %.1f ms at warm-up",
-            model.name,
-            model.version,
-            f"batches of up to {batcher.max_batch_size} rows"
-            if batcher.enabled and batcher.max_batch_size > 1
-            else "one request per run (no batching)",
-            instances,
-            model.row_seconds * 1000,
-        )
-        return batcher
-
     async def infer(
         self,
         name: str,
@@ -271,7 +191,7 @@ class DataPlane:
                 f"model {model.name!r} has no output {unknown[0]!r}; "
                 f"outputs are {[o.name for o in model.outputs]}"
             )
-        result = await self._batcher(model).submit(rows, deadline)
+        result = await model.submit(rows, deadline)
         return model, {k: result[k] for k in wanted}
 
     @staticmethod
@@ -351,13 +271,6 @@ class DataPlane:
                 ]
             )
         return model, results
-
-
-def cpu_batch_size(row_seconds: float) -> int:
-    """The auto CPU batch limit: as many rows as one instance computes in CPU_BATCH_SECONDS."""
-    if row_seconds <= 0:
-        return 1
-    return max(1, min(CPU_BATCH_MAX, int(CPU_BATCH_SECONDS / row_seconds)))
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
