@@ -148,6 +148,18 @@ class ServerConfig:
             "applies too (0: the deadline alone)."
         },
     )
+    priority_levels: int = field(
+        default=0,
+        metadata={
+            "help": "Request priority levels, like Triton's: a request's 'priority' parameter "
+            "1 (highest) to this many is served before lower ones queued earlier; 0 or none "
+            "takes default_priority_level (0: priorities are ignored)."
+        },
+    )
+    default_priority_level: int = field(
+        default=0,
+        metadata={"help": "The level of a request without a priority (0: the lowest level)."},
+    )
     model_instances: int = field(
         default=0,
         metadata={
@@ -209,10 +221,15 @@ class ServerConfig:
     def __post_init__(self) -> None:
         for name in (
             "max_batch_size", "model_instances", "max_queue_delay_us", "max_queue_size",
-            "queue_timeout_ms",
+            "queue_timeout_ms", "priority_levels", "default_priority_level",
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0; received {getattr(self, name)}")
+        if self.default_priority_level > self.priority_levels:
+            raise InvalidArgument(
+                f"default_priority_level must be between 0 and priority_levels "
+                f"({self.priority_levels}); received {self.default_priority_level}"
+            )
         unknown = [p for p in self.providers if p not in PROVIDERS]
         if unknown or not self.providers:
             raise InvalidArgument(

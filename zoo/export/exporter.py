@@ -29,11 +29,10 @@ from zoo.catalog import ModelSpec, Preprocessing
 from zoo.catalog.build import resolve_spec, validate_input_shape
 from zoo.catalog.labels import imagenet_class_index
 from zoo.catalog.weights import WeightsSource, locate
-from zoo.export.triton_config import TensorSpec, render_config
+from zoo.export.triton_config import render_config
 from zoo.extras import require
 from zoo.lifetime import child_env
-from zoo.manifest import InputSpec, Manifest, Source
-from zoo.manifest import TensorSpec as ManifestTensor
+from zoo.manifest import InputSpec, Manifest, Source, TensorSpec
 from zoo.repository import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -248,8 +247,8 @@ def export_model(
         (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         config = render_config(
             what.name,
-            [TensorSpec("image", manifest.input.datatype, tuple(result["input_shape"]))],
-            [TensorSpec(o.name, o.datatype, o.shape[1:]) for o in manifest.outputs],
+            [manifest.input],
+            list(manifest.outputs),
             max_batch_size,
         )
         published: ModelVersion = repo.publish(version_dir, what.name, config, version)
@@ -392,8 +391,8 @@ def _manifest(
             preprocessing_in_graph=input_mode == "uint8",
         ),
         outputs=(
-            ManifestTensor("logits", "FP32", (-1, num_classes)),
-            ManifestTensor("probabilities", "FP32", (-1, num_classes)),
+            TensorSpec("logits", "FP32", (-1, num_classes)),
+            TensorSpec("probabilities", "FP32", (-1, num_classes)),
         ),
         labels=tuple(_labels(spec, num_classes, labels)),
         onnx={
