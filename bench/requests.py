@@ -68,13 +68,14 @@ def noop_model(path: Path) -> None:
 
 def repository(root: Path) -> None:
     from zoo.export.exporter import export_model
-    from zoo.export.triton_config import TensorSpec, render_config
+    from zoo.export.triton_config import render_config
+    from zoo.manifest import TensorSpec
 
     noop_model(root / "noop" / "1" / "model.onnx")
     config = render_config(
         "noop",
-        [TensorSpec("image", "UINT8", (SIZE, SIZE, 3))],
-        [TensorSpec("logits", "FP32", (1000,)), TensorSpec("probabilities", "FP32", (1000,))],
+        [TensorSpec("image", "UINT8", (-1, SIZE, SIZE, 3))],
+        [TensorSpec(n, "FP32", (-1, 1000)) for n in ("logits", "probabilities")],
         32,
     )
     (root / "noop" / "config.pbtxt").write_text(config)

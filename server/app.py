@@ -190,8 +190,10 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     datasets = DatasetStore(
         config.data_dir / "datasets", DatasetLimits(max_archive_bytes=config.max_upload_bytes)
     )
+    store = JobStore(config.database_url)
+    metrics.watch_jobs(store.census)
     manager = JobManager(
-        JobStore(config.database_url),
+        store,
         datasets,
         plane.repository,
         weights_dirs=(weights_cache_dir(), config.data_dir / "weights"),

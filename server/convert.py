@@ -84,6 +84,17 @@ def element_count(name: str, dims: Any) -> tuple[tuple[int, ...], int]:
     return shape, math.prod(shape)
 
 
+def priority(request: pb.ModelInferRequest) -> int:
+    """The request's ``priority`` parameter (Triton's; tritonclient's ``priority=``), or 0."""
+    if "priority" not in request.parameters:
+        return 0
+    parameter = request.parameters["priority"]
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind not in ("uint64_param", "int64_param"):
+        raise InvalidArgument(f"the priority parameter must be an integer; received {kind}")
+    return int(getattr(parameter, kind))
+
+
 def infer_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
     """The request's tensors as arrays, from raw_input_contents or typed contents."""
     raw = list(request.raw_input_contents)

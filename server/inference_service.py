@@ -81,6 +81,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             convert.infer_inputs(request),
             wanted,
             convert.deadline(context.time_remaining()),
+            convert.priority(request),
         )
         return convert.infer_response(request, model, outputs)
 

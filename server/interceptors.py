@@ -211,9 +211,12 @@ class Guard:
 
             return handler._replace(**{kind: stream})
 
+        in_flight = metrics.in_flight.labels(name)
+
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
+            in_flight.inc()
             try:
                 await admit(request, context)
                 try:
@@ -229,6 +232,7 @@ class Guard:
                     code = context.code().name if context.code() else "UNKNOWN"
                 raise
             finally:
+                in_flight.dec()
                 metrics.observe_request(name, code, time.perf_counter() - started)
 
         return handler._replace(**{kind: unary})

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from zoo.jobs.store import JobCensus
 from zoo.serving.runtime import LoadedModel
 from zoo.serving.stats import ModelStats
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -73,6 +77,30 @@ class _ModelCollector(Collector):
         yield from (loaded, count)
 
 
+class _JobCollector(Collector):
+    """The job queue as the store sees it, read at scrape time on the metrics thread (never on
+    the event loop). Every server sharing a store reports the same figures: aggregate with max."""
+
+    def __init__(self, census: Callable[[], JobCensus]) -> None:
+        self._census = census
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            census = self._census()
+        except Exception as e:  # a database down must not take the inference metrics with it
+            log.warning("job metrics skipped: the job store did not answer: %s", e)
+            return
+        jobs = GaugeMetricFamily("zoo_jobs", "Jobs in the store by state", labels=["state"])
+        for state, count in census.counts.items():
+            jobs.add_metric([state.value], count)
+        silence = GaugeMetricFamily(
+            "zoo_jobs_longest_heartbeat_silence_seconds",
+            "Longest time since a worker holding a job last beat (0: none held)",
+        )
+        silence.add_metric([], census.longest_silence_s)
+        yield from (jobs, silence)
+
+
 class Metrics:
     """The server's registry: request counts and latencies, plus the models' statistics."""
 
@@ -91,12 +119,23 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Requests being served now (queued or computing), per pod: what KEDA scales serving
+        # on (deploy/kubernetes). Streams are long-lived and not requests, so not counted.
+        self.in_flight = Gauge(
+            "zoo_requests_in_flight",
+            "gRPC requests in progress by method",
+            ["method"],
+            registry=self.registry,
+        )
         self._http: Any = None
 
     def watch_models(
         self, stats: Callable[[], list[ModelStats]], loaded: Callable[[], list[LoadedModel]]
     ) -> None:
         self.registry.register(_ModelCollector(stats, loaded))
+
+    def watch_jobs(self, census: Callable[[], JobCensus]) -> None:
+        self.registry.register(_JobCollector(census))
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()

@@ -328,3 +328,21 @@ def test_a_run_shorter_than_the_thread_hop_computes_on_the_callers_thread() -> N
 
     asyncio.run(scenario())
     assert seen == ["MainThread", "m-1-0"]
+
+
+def test_higher_priority_requests_go_ahead_of_those_queued_before_them() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _, first = await busy(model, max_batch_size=2, enabled=False)
+        queued = []
+        for value, priority in ((1, 3), (2, 3), (3, 1), (4, 2), (5, 1), (6, 3)):
+            queued.append(asyncio.ensure_future(b.submit(rows(value), None, priority)))
+            await asyncio.sleep(0.005)  # arrival order = the order above
+        model.gate.set()
+        await asyncio.gather(first, *queued)
+        await b.close()
+
+    asyncio.run(scenario())
+    # level 1 first, then 2, then 3; first come first served within a level
+    assert [c[0] for c in model.calls] == [[0], [3], [5], [4], [1], [2], [6]]

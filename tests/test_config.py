@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from zoo.config import ServerConfig
+from zoo.config import ServerConfig, cpu_quota, usable_cpus
 from zoo.errors import InvalidArgument
 
 
@@ -72,3 +73,93 @@ def test_readme_table_lists_every_setting() -> None:
     rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
     documented = {cells[0].strip(" `"): cells[1].strip(" `") for cells in rows}
     assert documented == ServerConfig.env_names()
+
+
+# -- CPU quota: a Kubernetes CPU limit is a CFS quota the affinity does not show ----------------
+def fake_cgroup(tmp_path: Path, self_cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(self_cgroup)
+    return root, proc
+
+
+V2 = {"cgroup.controllers": "cpuset cpu io memory pids\n"}
+
+
+@pytest.mark.parametrize(
+    ("self_cgroup", "files", "quota"),
+    [
+        # cgroup v2, a container in its own namespace: its cgroup is the mount's root
+        ("0::/\n", {**V2, "cpu.max": "250000 100000\n"}, 2.5),
+        ("0::/\n", {**V2, "cpu.max": "max 100000\n"}, None),
+        ("0::/\n", V2, None),  # the cpu controller not enabled here
+        # v2 without a namespace: the process's path, and an ancestor's tighter limit wins
+        (
+            "0::/kubepods/pod1/c1\n",
+            {
+                **V2,
+                "kubepods/pod1/c1/cpu.max": "400000 100000",
+                "kubepods/pod1/cpu.max": "150000 100000",
+            },
+            1.5,
+        ),
+        # cgroup v1: cpu,cpuacct mounted, the quota at the mount root; -1 is no limit
+        (
+            "4:cpu,cpuacct:/kubepods/pod1/c1\n1:name=systemd:/\n",
+            {
+                "cpu,cpuacct/cpu.cfs_quota_us": "50000\n",
+                "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            },
+            0.5,
+        ),
+        (
+            "1:cpu:/\n2:cpuacct:/\n",
+            {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"},
+            None,
+        ),
+        # v1 with the process's own path below the mount
+        (
+            "3:cpu:/box\n",
+            {
+                "cpu/box/cpu.cfs_quota_us": "300000",
+                "cpu/box/cpu.cfs_period_us": "100000",
+                "cpu/cpu.cfs_quota_us": "-1",
+            },
+            3.0,
+        ),
+        ("", {}, None),  # no cgroup filesystem at all
+    ],
+    ids=[
+        "v2-root",
+        "v2-max",
+        "v2-no-cpu",
+        "v2-ancestor",
+        "v1-cpuacct",
+        "v1-unlimited",
+        "v1-path",
+        "none",
+    ],
+)
+def test_cpu_quota_from_a_fake_cgroup_tree(tmp_path: Path, self_cgroup, files, quota) -> None:
+    root, proc = fake_cgroup(tmp_path, self_cgroup, files)
+    assert cpu_quota(root, proc) == quota
+
+
+@pytest.mark.parametrize(
+    ("affinity", "quota", "cores"),
+    [(64, None, 64), (64, 2.0, 2), (64, 2.5, 2), (4, 8.0, 4), (8, 0.5, 1)],
+)
+def test_usable_cpus_is_the_affinity_capped_by_the_quota(affinity, quota, cores) -> None:
+    assert usable_cpus(affinity, quota) == cores
+
+
+def test_the_runtime_sizes_itself_from_the_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo.serving import runtime
+
+    monkeypatch.setattr(runtime, "cpu_quota", lambda: 1.0)
+    assert runtime.cpu_cores() == 1
+    monkeypatch.setattr(runtime, "cpu_quota", lambda: None)
+    assert runtime.cpu_cores() == len(os.sched_getaffinity(0))

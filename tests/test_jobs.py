@@ -247,6 +247,22 @@ def test_weights_source_reads_every_spelling(given, kind, keras, text) -> None:
     assert WeightsSource.parse(str(source)) == source
 
 
+def test_census_counts_states_and_the_longest_silence(store: JobStore) -> None:
+    empty = store.census()
+    assert set(empty.counts) == set(JobState) and not any(empty.counts.values())
+    assert empty.longest_silence_s == 0.0
+    a, b, _, _ = (store.create(JobKind.EXPORT, {}) for _ in range(4))
+    store.claim("w")  # a runs
+    store.set_state(a.id, JobState.FAILED, error="boom")
+    store.claim("w")  # b runs, beating from now
+    time.sleep(0.2)
+    census = store.census()
+    assert {s: n for s, n in census.counts.items() if n} == {Q: 2, R: 1, F: 1}
+    assert 0.2 <= census.longest_silence_s < 30
+    store.heartbeat(b.id, "w")
+    assert store.census().longest_silence_s < 0.2
+
+
 # -- watching: streams wait on notifications, not on the database ------------------------------
 def _add_event_from_another_process(url: str, job_id: str) -> None:
     code = (

@@ -15,8 +15,8 @@ import pytest
 
 from zoo.errors import AlreadyExists, InvalidArgument, NotFound
 from zoo.export.exporter import export_model
-from zoo.export.triton_config import TensorSpec, render_config
-from zoo.manifest import Manifest
+from zoo.export.triton_config import render_config
+from zoo.manifest import Manifest, TensorSpec
 from zoo.repository import Repository, validate_model_name
 
 SMALL = {"weights": None, "input_shape": (64, 64, 3), "alpha": 0.35}
@@ -107,7 +107,7 @@ print(json.dumps({
 
 
 def test_config_matches_tensor_specs() -> None:
-    text = render_config("m", [TensorSpec("image", "FP32", (3, 4, 3))], [], 4)
+    text = render_config("m", [TensorSpec("image", "FP32", (-1, 3, 4, 3))], [], 4)
     assert (
         'name: "image"' in text and "data_type: TYPE_FP32" in text and "dims: [ 3, 4, 3 ]" in text
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from zoo.config import ServerConfig
-from zoo.errors import FailedPrecondition, NotFound, Unavailable
+from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from zoo.repository import Repository
 from zoo.serving.dataplane import DataPlane
 from zoo.serving.runtime import Runtime, choose_providers, cpu_cores
@@ -159,3 +159,20 @@ def test_unloaded_models_give_up_their_batchers_and_threads(three_models: Reposi
         assert instance_threads("a") == []
 
     asyncio.run(scenario())
+
+
+def test_priorities_are_checked_against_the_levels_and_default_to_a_level() -> None:
+    from zoo.serving.runtime import ServingPlan
+
+    def plan(**settings: object) -> ServingPlan:
+        config = ServerConfig(repository=Path("."), **settings)  # type: ignore[arg-type]
+        return ServingPlan.for_model(config, on_cpu=True, model_max_batch=8, row_seconds=0.01)
+
+    assert plan().queue_position(7) == 0  # no levels: priorities are ignored
+    levels = plan(priority_levels=3)
+    assert [levels.queue_position(p) for p in (0, 1, 2, 3)] == [3, 1, 2, 3]  # 0: the lowest
+    assert plan(priority_levels=3, default_priority_level=2).queue_position(0) == 2
+    with pytest.raises(InvalidArgument, match=r"priority must be between 0 .* and 3.*received 4"):
+        levels.queue_position(4)
+    with pytest.raises(InvalidArgument, match="default_priority_level must be between 0 and"):
+        plan(priority_levels=1, default_priority_level=2)

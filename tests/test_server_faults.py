@@ -428,3 +428,34 @@ def test_overload_is_shed_by_queue_size_and_deadlines(served_repository, tmp_pat
     # batcher's own tests pin the rule exactly).
     answered = 64 * codes.count("OK")
     assert answered <= computed < 64 * len(codes), (computed, codes)
+
+
+def test_request_priorities_through_tritonclient(served_repository, tmp_path) -> None:
+    """Triton's priority parameter, as tritonclient sends it: in range it is served; out of
+    range it is INVALID_ARGUMENT saying the levels; a server without levels ignores it."""
+    import tritonclient.grpc as tc
+    from serving import start_server
+    from tritonclient.utils import InferenceServerException
+
+    x = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), np.uint8)
+    image = tc.InferInput("image", [1, 64, 64, 3], "UINT8")
+    image.set_data_from_numpy(x)
+    for levels in (2, 0):
+        running = start_server(
+            served_repository, tmp_path, env={"ZOO_PRIORITY_LEVELS": str(levels)}
+        )
+        try:
+            triton = tc.InferenceServerClient(running.address)
+            plain = triton.infer("mobilenetv2", [image]).as_numpy("probabilities")
+            urgent = triton.infer("mobilenetv2", [image], priority=1).as_numpy("probabilities")
+            np.testing.assert_array_equal(plain, urgent)
+            if levels:
+                with pytest.raises(InferenceServerException) as info:
+                    triton.infer("mobilenetv2", [image], priority=5)
+                assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+                assert "priority must be between 0 (the default) and 2" in info.value.message()
+            else:
+                triton.infer("mobilenetv2", [image], priority=5)  # ignored, as Triton does
+            triton.close()
+        finally:
+            running.stop()

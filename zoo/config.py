@@ -8,6 +8,7 @@ Nothing here reads the environment at import time.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -21,6 +22,69 @@ from zoo.errors import InvalidArgument
 
 ENV_PREFIX = "ZOO_"
 PROVIDERS = ("tensorrt", "cuda", "cpu")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def cpu_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> float | None:
+    """CPUs this process's CFS quota allows (a Kubernetes CPU limit), or None without one.
+
+    A CPU limit is a quota, not a cpuset: a pod limited to 2 CPUs on a 64-core node still sees
+    64 cores in its affinity, and sizing threads and model instances from those would have it
+    throttled. cgroup v2 (``cpu.max``, "max 100000" or "200000 100000") along this process's
+    cgroup path and its ancestors, the tightest winning; else cgroup v1
+    (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, quota -1: none). A container usually sees its
+    own cgroup at the mount's root, so the root is read too.
+    """
+    v2, v1 = "", ""
+    try:
+        for line in self_cgroup.read_text().splitlines():
+            hierarchy, controllers, path = line.split(":", 2)
+            if hierarchy == "0" and controllers == "":
+                v2 = path
+            elif "cpu" in controllers.split(","):
+                v1 = path
+    except (OSError, ValueError):  # no /proc (not Linux) or an odd line: the mount roots alone
+        pass
+    limits = []
+    if (root / "cgroup.controllers").exists():  # cgroup v2 (unified)
+        parts = [p for p in v2.strip("/").split("/") if p]
+        for depth in range(len(parts), -1, -1):
+            fields = _read(root.joinpath(*parts[:depth]) / "cpu.max").split()
+            if len(fields) == 2 and fields[0] != "max":
+                limits.append(int(fields[0]) / int(fields[1]))
+    else:
+        for mount in (root / "cpu,cpuacct", root / "cpu"):
+            parts = [p for p in v1.strip("/").split("/") if p]
+            for directory in (mount.joinpath(*parts), mount):
+                quota, period = (
+                    _read(directory / "cpu.cfs_quota_us"),
+                    _read(directory / "cpu.cfs_period_us"),
+                )
+                if quota and period and int(quota) > 0:
+                    limits.append(int(quota) / int(period))
+                    break
+            if limits:
+                break
+    return min(limits) if limits else None
+
+
+def usable_cpus(affinity: int, quota: float | None) -> int:
+    """Cores to size threads and instances for: the affinity, capped by a quota (at least 1).
+
+    A fractional quota rounds down (1.5 CPUs: 1), as Go's automaxprocs does: two busy threads
+    on 1.5 CPUs are throttled for a third of every period.
+    """
+    if quota is None:
+        return affinity
+    return max(1, min(affinity, math.floor(quota)))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +158,18 @@ class ServerConfig:
             "applies too (0: the deadline alone)."
         },
     )
+    priority_levels: int = field(
+        default=0,
+        metadata={
+            "help": "Request priority levels, like Triton's: a request's 'priority' parameter "
+            "1 (highest) to this many is served before lower ones queued earlier; 0 or none "
+            "takes default_priority_level (0: priorities are ignored)."
+        },
+    )
+    default_priority_level: int = field(
+        default=0,
+        metadata={"help": "The level of a request without a priority (0: the lowest level)."},
+    )
     model_instances: int = field(
         default=0,
         metadata={
@@ -155,10 +231,15 @@ class ServerConfig:
     def __post_init__(self) -> None:
         for name in (
             "max_batch_size", "model_instances", "max_queue_delay_us", "max_queue_size",
-            "queue_timeout_ms",
+            "queue_timeout_ms", "priority_levels", "default_priority_level",
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0; received {getattr(self, name)}")
+        if self.default_priority_level > self.priority_levels:
+            raise InvalidArgument(
+                f"default_priority_level must be between 0 and priority_levels "
+                f"({self.priority_levels}); received {self.default_priority_level}"
+            )
         unknown = [p for p in self.providers if p not in PROVIDERS]
         if unknown or not self.providers:
             raise InvalidArgument(

@@ -29,11 +29,10 @@ from zoo.catalog import ModelSpec, Preprocessing
 from zoo.catalog.build import resolve_spec, validate_input_shape
 from zoo.catalog.labels import imagenet_class_index
 from zoo.catalog.weights import WeightsSource, locate
-from zoo.export.triton_config import TensorSpec, render_config
+from zoo.export.triton_config import render_config
 from zoo.extras import require
 from zoo.lifetime import child_env
-from zoo.manifest import InputSpec, Manifest, Source
-from zoo.manifest import TensorSpec as ManifestTensor
+from zoo.manifest import InputSpec, Manifest, Source, TensorSpec
 from zoo.repository import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -209,64 +208,17 @@ def export_model(
             f"max_batch_size must be a positive integer; received {max_batch_size!r}"
         )
     repo = repository if isinstance(repository, Repository) else Repository(repository)
-    spec: ModelSpec | None = None
-    keras_model = None
-    if isinstance(name_or_keras_model, (str, ModelSpec)):
-        spec = resolve_spec(name_or_keras_model)
-        validate_input_shape(spec, input_shape)
-        weights_source = WeightsSource.parse(weights)
-        if weights_source.kind == "file" and not Path(str(weights_source.path)).is_file():
-            raise errors.NotFound(
-                f"weights file {weights_source.path!r} does not exist; "
-                "expected 'imagenet', 'none' or the path of a Keras weights file"
-            )
-        if weights_source.kind == "imagenet":
-            locate(spec, True, weights_dir, allow_download)  # fail fast, before the child
-        name = validate_model_name(model_name or spec.name.lower())
-        mode = spec.preprocessing.value
-    elif isinstance(name_or_keras_model, Path):
-        if not name_or_keras_model.is_file():
-            raise errors.NotFound(f"Keras model file {str(name_or_keras_model)!r} does not exist")
-        if preprocessing is None:
-            raise errors.InvalidArgument(
-                "a Keras model file needs preprocessing= to put in the graph"
-            )
-        mode = Preprocessing(preprocessing).value
-        name = validate_model_name(model_name or name_or_keras_model.stem)
-    else:
-        keras_model = name_or_keras_model
-        if preprocessing is None:
-            raise errors.InvalidArgument(
-                "a Keras model needs preprocessing= one of "
-                f"{[p.value for p in Preprocessing]}, to put into the graph"
-            )
-        mode = Preprocessing(preprocessing).value
-        name = validate_model_name(model_name or keras_model.name)
-        _labels(None, int(keras_model.output_shape[-1]), labels)  # fail fast on a mismatch
-    if version is not None and version in _existing_versions(repo, name):
-        raise errors.AlreadyExists(f"model {name!r} already has version {version}")
+    what = _resolve(
+        name_or_keras_model, model_name, weights, input_shape, preprocessing, labels,
+        weights_dir, allow_download,
+    )  # fmt: skip
+    if version is not None and version in _existing_versions(repo, what.name):
+        raise errors.AlreadyExists(f"model {what.name!r} already has version {version}")
 
     with repo.stage() as staged:
-        if keras_model is not None or isinstance(name_or_keras_model, Path):
-            source_path = name_or_keras_model if keras_model is None else staged / "source.keras"
-            if keras_model is not None:
-                keras_model.save(source_path)
-            source: dict[str, Any] = {
-                "kind": "keras_file",
-                "path": str(source_path),
-                "preprocessing": mode,
-            }
-        else:
-            assert spec is not None
-            source = {
-                "kind": "catalog",
-                "name": spec.name,
-                "weights": weights_source.keras_arg,
-                "input_shape": list(input_shape) if input_shape else None,
-                "weights_dir": str(weights_dir) if weights_dir else None,
-                "allow_download": allow_download,
-                "constructor_kwargs": constructor_kwargs,
-            }
+        source = _child_source(
+            what, staged, input_shape, weights_dir, allow_download, constructor_kwargs
+        )
         version_dir = staged / "version"
         version_dir.mkdir()
         model_file = version_dir / MODEL_FILE
@@ -290,18 +242,18 @@ def export_model(
             raise errors.Cancelled("the export was cancelled; nothing was published")
         if progress is not None:
             progress("publish", "writing the version into the repository")
-        manifest = _manifest(spec, source, result, model_file, input, mode, labels)
+        manifest = _manifest(what.spec, source, result, model_file, input, what.mode, labels)
         manifest = replace(manifest, max_batch_size=max_batch_size, training=training)
         (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         config = render_config(
-            name,
-            [TensorSpec("image", manifest.input.datatype, tuple(result["input_shape"]))],
-            [TensorSpec(o.name, o.datatype, o.shape[1:]) for o in manifest.outputs],
+            what.name,
+            [manifest.input],
+            list(manifest.outputs),
             max_batch_size,
         )
-        published: ModelVersion = repo.publish(version_dir, name, config, version)
+        published: ModelVersion = repo.publish(version_dir, what.name, config, version)
     return ExportResult(
-        model=name,
+        model=what.name,
         version=published.version,
         path=published.path,
         onnx_bytes=published.model_file.stat().st_size,
@@ -310,6 +262,88 @@ def export_model(
         verification=verification,
         manifest=published.manifest(),
     )
+
+
+@dataclass(frozen=True)
+class _What:
+    """What an export takes, checked before any work: a catalog model, a file or a model."""
+
+    name: str  # in the repository
+    mode: str  # the preprocessing put into the graph
+    spec: ModelSpec | None = None
+    weights: WeightsSource | None = None  # catalog models
+    keras_model: Any = None  # a built Keras model given directly
+    keras_file: Path | None = None
+
+
+def _resolve(
+    name_or_keras_model: str | ModelSpec | Path | Any,
+    model_name: str | None,
+    weights: WeightsSource | str | os.PathLike[str] | None,
+    input_shape: tuple[int, int, int] | None,
+    preprocessing: str | Preprocessing | None,
+    labels: Sequence[str] | None,
+    weights_dir: str | os.PathLike[str] | None,
+    allow_download: bool,
+) -> _What:
+    if isinstance(name_or_keras_model, (str, ModelSpec)):
+        spec = resolve_spec(name_or_keras_model)
+        validate_input_shape(spec, input_shape)
+        source = WeightsSource.parse(weights)
+        if source.kind == "file" and not Path(str(source.path)).is_file():
+            raise errors.NotFound(
+                f"weights file {source.path!r} does not exist; "
+                "expected 'imagenet', 'none' or the path of a Keras weights file"
+            )
+        if source.kind == "imagenet":
+            locate(spec, True, weights_dir, allow_download)  # fail fast, before the child
+        name = validate_model_name(model_name or spec.name.lower())
+        return _What(name, spec.preprocessing.value, spec=spec, weights=source)
+    if isinstance(name_or_keras_model, Path):
+        if not name_or_keras_model.is_file():
+            raise errors.NotFound(f"Keras model file {str(name_or_keras_model)!r} does not exist")
+        if preprocessing is None:
+            raise errors.InvalidArgument(
+                "a Keras model file needs preprocessing= to put in the graph"
+            )
+        name = validate_model_name(model_name or name_or_keras_model.stem)
+        mode = Preprocessing(preprocessing).value
+        return _What(name, mode, keras_file=name_or_keras_model)
+    keras_model = name_or_keras_model
+    if preprocessing is None:
+        raise errors.InvalidArgument(
+            "a Keras model needs preprocessing= one of "
+            f"{[p.value for p in Preprocessing]}, to put into the graph"
+        )
+    name = validate_model_name(model_name or keras_model.name)
+    _labels(None, int(keras_model.output_shape[-1]), labels)  # fail fast on a mismatch
+    return _What(name, Preprocessing(preprocessing).value, keras_model=keras_model)
+
+
+def _child_source(
+    what: _What,
+    staged: Path,
+    input_shape: tuple[int, int, int] | None,
+    weights_dir: str | os.PathLike[str] | None,
+    allow_download: bool,
+    constructor_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``source`` of the child's request; a model given directly is saved for it first."""
+    if what.spec is None:
+        path = what.keras_file or staged / "source.keras"
+        if what.keras_model is not None:
+            what.keras_model.save(path)
+        return {"kind": "keras_file", "path": str(path), "preprocessing": what.mode}
+    assert what.weights is not None
+    return {
+        "kind": "catalog",
+        "name": what.spec.name,
+        "weights": what.weights.keras_arg,
+        "input_shape": list(input_shape) if input_shape else None,
+        "weights_dir": str(weights_dir) if weights_dir else None,
+        "allow_download": allow_download,
+        "constructor_kwargs": constructor_kwargs,
+    }
 
 
 def _existing_versions(repo: Repository, name: str) -> list[int]:
@@ -357,8 +391,8 @@ def _manifest(
             preprocessing_in_graph=input_mode == "uint8",
         ),
         outputs=(
-            ManifestTensor("logits", "FP32", (-1, num_classes)),
-            ManifestTensor("probabilities", "FP32", (-1, num_classes)),
+            TensorSpec("logits", "FP32", (-1, num_classes)),
+            TensorSpec("probabilities", "FP32", (-1, num_classes)),
         ),
         labels=tuple(_labels(spec, num_classes, labels)),
         onnx={

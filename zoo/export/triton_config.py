@@ -7,7 +7,8 @@ tests parse the result with Triton's own ``model_config_pb2`` to prove it is val
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from zoo.manifest import TensorSpec
 
 # Triton's DataType enum names for the numpy-style names used in zoo.json.
 TRITON_TYPES = {
@@ -19,20 +20,8 @@ TRITON_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """A named tensor without its batch dimension; ``datatype`` uses the v2 protocol's names."""
-
-    name: str
-    datatype: str
-    dims: tuple[int, ...]
-
-    def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "datatype": self.datatype, "shape": [-1, *self.dims]}
-
-
 def _tensor_block(spec: TensorSpec) -> str:
-    dims = ", ".join(str(d) for d in spec.dims)
+    dims = ", ".join(str(d) for d in spec.shape[1:])  # Triton's dims leave out the batch
     return (
         "  {\n"
         f'    name: "{spec.name}"\n'
@@ -49,7 +38,8 @@ def render_config(
     max_batch_size: int,
     max_queue_delay_us: int = 0,
 ) -> str:
-    """config.pbtxt for an ONNX model with a dynamic batch dimension."""
+    """config.pbtxt for an ONNX model with a dynamic batch dimension (the manifest's tensors,
+    batch first)."""
     lines = [
         f'name: "{name}"',
         'platform: "onnxruntime_onnx"',

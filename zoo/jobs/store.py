@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -141,6 +142,15 @@ def _job(row: JobRow) -> Job:
     )
 
 
+@dataclass(frozen=True)
+class JobCensus:
+    """What monitoring needs of the queue: jobs by state, and the longest silence of a worker
+    on a job it holds (seconds; 0 when none is held)."""
+
+    counts: dict[JobState, int]
+    longest_silence_s: float
+
+
 class JobStore:
     """Jobs and events behind one SQLAlchemy engine; safe to share between processes."""
 
@@ -222,6 +232,17 @@ class JobStore:
             query = query.where(JobRow.state == state.value)
         with self._session() as session:
             return [_job(r) for r in session.scalars(query)]
+
+    def census(self) -> JobCensus:
+        held = (JobState.RUNNING.value, JobState.CANCELLING.value)
+        with self._session() as session:
+            rows = session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+            counts = {JobState(state): int(n) for state, n in rows}
+            oldest = _aware(
+                session.scalar(select(func.min(JobRow.heartbeat_at)).where(JobRow.state.in_(held)))
+            )
+        silence = (now() - oldest).total_seconds() if oldest else 0.0
+        return JobCensus({s: counts.get(s, 0) for s in JobState}, max(0.0, silence))
 
     def claim(self, worker: str, stale_after_s: float = 60.0) -> Job | None:
         """Take the oldest queued job, or a running one whose worker stopped beating.

@@ -15,11 +15,13 @@ rows joined in order. With ``spread`` (a CPU, where runs side by side on one cor
 one run on all cores), a multi-row request that finds the model idle is cut into one part per
 instance. With batching off, every request or part computes alone, in the same queue.
 
-A cancelled request (client gone) leaves the queue and is never computed. Overload is shed by
-policy, as Triton's queue policy does: past ``max_queue_size`` queued requests a new one is
-refused at once (UNAVAILABLE, with an estimate of when to retry), and a request whose deadline
-(the client's, or ``queue_timeout`` after it arrived) passes while it waits is dropped
-uncomputed with DEADLINE_EXCEEDED, counted in the model's statistics.
+With priority levels (Triton's ``priority_levels``) a request queues behind those of its own
+or a higher priority and ahead of the others, so an instance that comes free takes the most
+urgent work first. A cancelled request (client gone) leaves the queue and is never computed.
+Overload is shed by policy, as Triton's queue policy does: past ``max_queue_size`` queued
+requests a new one is refused at once (UNAVAILABLE, with an estimate of when to retry), and a
+request whose deadline (the client's, or ``queue_timeout`` after it arrived) passes while it
+waits is dropped uncomputed with DEADLINE_EXCEEDED, counted in the model's statistics.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class _Pending:
     part_of_split: bool = False
     deadline: float | None = None  # time.monotonic(); past it the request is dropped
     future_group: object = None  # the same object for every part of one request
+    priority: int = 0  # lower is served first
     cancelled: bool = False  # set on the event loop, read by instances (under the lock)
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     started_ns: int = 0  # when its batch began computing
@@ -101,11 +104,14 @@ class DynamicBatcher:
         self._threads: list[threading.Thread] = []
 
     # -- the event loop's side -----------------------------------------------------
-    async def submit(self, rows: np.ndarray, deadline: float | None = None) -> Outputs:
+    async def submit(
+        self, rows: np.ndarray, deadline: float | None = None, priority: int = 0
+    ) -> Outputs:
         """Compute ``rows`` (batch first) as part of a batch; returns this request's rows.
 
         ``deadline`` (``time.monotonic()``), if given, is the caller's: a request still
-        queued then is dropped with DeadlineExceeded, never computed.
+        queued then is dropped with DeadlineExceeded, never computed. A request queues behind
+        those of its ``priority`` or a lower number (higher priority), ahead of the others.
         """
         if 0 < self._row_seconds * len(rows) <= INLINE_S and len(rows) <= self.max_batch_size:
             return self._inline(rows)
@@ -121,10 +127,10 @@ class DynamicBatcher:
             parts = self._parts(rows)
             group = object()
             pending = [
-                _Pending(p, self._loop.create_future(), len(parts) > 1, deadline, group)
+                _Pending(p, self._loop.create_future(), len(parts) > 1, deadline, group, priority)
                 for p in parts
             ]
-            self._queue.extend(pending)
+            self._enqueue(pending)
             self._lock.notify(len(pending))
         try:
             results = [await p.future for p in pending]
@@ -159,6 +165,17 @@ class DynamicBatcher:
         self._stats.record_batch(len(rows), elapsed)
         self._stats.record_success(elapsed, queue_ns=0)
         return outputs
+
+    def _enqueue(self, pending: list[_Pending]) -> None:
+        """Queue in priority order, first come first served within a level; under the lock."""
+        if not self._queue or self._queue[-1].priority <= pending[0].priority:
+            self._queue.extend(pending)
+            return
+        at = len(self._queue)
+        while at and self._queue[at - 1].priority > pending[0].priority:
+            at -= 1
+        for offset, p in enumerate(pending):
+            self._queue.insert(at + offset, p)
 
     def _refuse_if_full(self) -> None:
         """Unavailable when ``max_queue_size`` requests wait already; call under the lock."""

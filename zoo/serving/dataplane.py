@@ -177,10 +177,12 @@ class DataPlane:
         inputs: dict[str, np.ndarray],
         outputs: list[str] | None = None,
         deadline: float | None = None,
+        priority: int = 0,
     ) -> tuple[LoadedModel, dict[str, np.ndarray]]:
         """Run one request; ``inputs`` maps input names to arrays (batch first).
 
         ``deadline`` (``time.monotonic()``): the caller's; past it a queued request is dropped.
+        ``priority``: 1 (highest) to the server's ``priority_levels``; 0, the default level.
         """
         model = await self.model(name, version)
         rows = self.validate_inputs(model, inputs)
@@ -191,7 +193,7 @@ class DataPlane:
                 f"model {model.name!r} has no output {unknown[0]!r}; "
                 f"outputs are {[o.name for o in model.outputs]}"
             )
-        result = await model.submit(rows, deadline)
+        result = await model.submit(rows, deadline, priority)
         return model, {k: result[k] for k in wanted}
 
     @staticmethod

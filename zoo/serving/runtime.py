@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.config import ServerConfig
-from zoo.errors import FailedPrecondition, NotFound, Unavailable
+from zoo.config import ServerConfig, cpu_quota, usable_cpus
+from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from zoo.manifest import DEFAULT_MAX_BATCH, Manifest, ManifestError
 from zoo.repository import ModelVersion, Repository
 from zoo.serving.batching import DynamicBatcher
@@ -94,6 +94,8 @@ class ServingPlan:
     max_queue_delay_s: float
     max_queue_size: int
     queue_timeout_s: float
+    priority_levels: int = 0  # 0: priorities ignored
+    default_priority_level: int = 0  # 0: the lowest level
 
     @classmethod
     def for_model(
@@ -113,7 +115,20 @@ class ServingPlan:
             max_queue_delay_s=config.max_queue_delay_us / 1e6,
             max_queue_size=config.max_queue_size,
             queue_timeout_s=config.queue_timeout_ms / 1000,
+            priority_levels=config.priority_levels,
+            default_priority_level=config.default_priority_level or config.priority_levels,
         )
+
+    def queue_position(self, priority: int) -> int:
+        """The queue level of a request's ``priority`` (1 is the highest; 0: the default)."""
+        if not self.priority_levels:
+            return 0
+        if not 0 <= priority <= self.priority_levels:
+            raise InvalidArgument(
+                f"priority must be between 0 (the default) and {self.priority_levels}, the "
+                f"priority levels of this server; received {priority}"
+            )
+        return priority or self.default_priority_level
 
 
 @dataclass(eq=False)
@@ -158,10 +173,11 @@ class LoadedModel:
         return dict(zip(names, results, strict=True))
 
     async def submit(
-        self, rows: np.ndarray, deadline: float | None = None
+        self, rows: np.ndarray, deadline: float | None = None, priority: int = 0
     ) -> dict[str, np.ndarray]:
         """Compute ``rows`` through this version's batcher (created on first use)."""
-        return await self.batcher().submit(rows, deadline)
+        level = self.plan.queue_position(priority)
+        return await self.batcher().submit(rows, deadline, level)
 
     def batcher(self) -> DynamicBatcher:
         """This version's batcher; call on the event loop. UNAVAILABLE once closed."""
@@ -230,8 +246,9 @@ def cpu_batch_size(row_seconds: float) -> int:
 
 
 def cpu_cores() -> int:
-    """Cores this process may run on (its affinity, e.g. a container's cpuset)."""
-    return len(os.sched_getaffinity(0))
+    """Cores this process may use: its affinity (a container's cpuset), capped by its CPU quota
+    (a Kubernetes CPU limit), read at each call since a pod's limit can be resized in place."""
+    return usable_cpus(len(os.sched_getaffinity(0)), cpu_quota())
 
 
 def choose_providers(allowed: Sequence[str]) -> list[str]:
