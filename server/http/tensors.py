@@ -37,6 +37,7 @@ class InferRequest:
     outputs: list[RequestedOutput]  # empty: every output
     binary_output: bool  # the default for outputs not named (binary_data_output)
     timeout_us: int  # the request's "timeout" parameter; 0: none
+    priority: int  # the request's "priority" parameter (Triton's); 0: the default level
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -127,6 +128,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         outputs,
         _flag(parameters, "binary_data_output", "the request"),
         _whole(timeout, "parameters.timeout (microseconds)"),
+        _whole(parameters.get("priority", 0), "parameters.priority"),
     )
 
 

@@ -160,7 +160,9 @@ def routes(services: Services) -> list[Route]:
         parsed = tensors.parse_infer_request(body, request.headers.get(tensors.HEADER_LENGTH))
         deadline = time.monotonic() + parsed.timeout_us / 1e6 if parsed.timeout_us else None
         wanted = [o.name for o in parsed.outputs] or None
-        model, outputs = await plane.infer(name, version, parsed.inputs, wanted, deadline)
+        model, outputs = await plane.infer(
+            name, version, parsed.inputs, wanted, deadline, parsed.priority
+        )
         header, binaries = tensors.infer_response(parsed, model, outputs)
         if not binaries:
             return Response(header, media_type="application/json")
