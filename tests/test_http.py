@@ -558,45 +558,31 @@ def test_sigterm_ends_event_streams_and_drains(served_repository: Path, tmp_path
         running.stop()
 
 
-def test_small_answers_are_not_held_by_delayed_acks(http) -> None:
-    """Headers and body leave in two writes: without TCP_NODELAY on the server's sockets each
-    answer waited for the client's delayed ACK, 40 ms on Linux (found by bench-serve)."""
-    import time
+def test_connections_are_accepted_with_tcp_nodelay() -> None:
+    """Headers and body leave in two writes: without TCP_NODELAY on the server's connections
+    each answer waited for the client's delayed ACK, 40 ms on Linux (found by bench-serve)."""
+    import asyncio
+    import socket
 
-    took = []
-    for _ in range(21):
-        started = time.perf_counter()
-        assert http.get("/v2/models/mobilenetv2").status_code == 200  # a body, so two writes
-        took.append(time.perf_counter() - started)
-    assert sorted(took)[10] < 0.025, f"median {1000 * sorted(took)[10]:.1f} ms"
+    from server.http.server import listening_socket
 
+    async def scenario() -> int:
+        sock = listening_socket("127.0.0.1", 0, 8)
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-def test_request_priorities_through_tritonclient_http(
-    served_repository: Path, tmp_path: Path
-) -> None:
-    """Triton's priority parameter over REST, as gRPC takes it: in range it is served, out of
-    range it is a 400 that says the levels."""
-    from serving import start_server
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            option = writer.get_extra_info("socket").getsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY
+            )
+            accepted.set_result(option)
+            writer.close()
 
-    running = start_server(served_repository, tmp_path, env={"ZOO_PRIORITY_LEVELS": "2"})
-    try:
-        triton = th.InferenceServerClient(f"127.0.0.1:{running.http_port}")
-        image = th.InferInput("image", list(PIXELS.shape), "UINT8")
-        image.set_data_from_numpy(PIXELS)
-        plain = triton.infer("mobilenetv2", [image]).as_numpy("probabilities")
-        urgent = triton.infer("mobilenetv2", [image], priority=1).as_numpy("probabilities")
-        np.testing.assert_array_equal(plain, urgent)
-        with pytest.raises(InferenceServerException) as info:
-            triton.infer("mobilenetv2", [image], priority=5)
-        assert info.value.status() == "400"
-        assert "priority must be between 0 (the default) and 2" in info.value.message()
-        body = {
-            "inputs": [image_input(data=PIXELS.ravel().tolist())],
-            "parameters": {"priority": "high"},
-        }
-        answer = httpx.post(f"{running.http_url}/v2/models/mobilenetv2/infer", json=body)
-        assert answer.status_code == 400
-        assert "parameters.priority must be a whole number" in answer.json()["error"]
-        triton.close()
-    finally:
-        assert running.stop() == 0
+        server = await asyncio.start_server(on_connection, sock=sock)
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        option = await asyncio.wait_for(accepted, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return option
+
+    assert asyncio.run(scenario()) != 0

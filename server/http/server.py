@@ -32,6 +32,23 @@ def create_app(services: Services) -> Starlette:
     )
 
 
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+    # without it every answer (headers, then body) waited out a 40 ms delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
 class HttpServer:
     def __init__(self, config: ServerConfig, services: Services) -> None:
         self.services = services
@@ -55,18 +72,7 @@ class HttpServer:
     async def start(self) -> int:
         """Bind and start accepting; returns the port (``http_port`` 0 picks a free one)."""
         self._config.load()
-        family = socket.AF_INET6 if ":" in self._config.host else socket.AF_INET
-        # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP,
-        # and without it every answer (headers, then body) waited out a 40 ms delayed ACK.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self._config.host, self._config.port))
-        except OSError:
-            sock.close()
-            raise
-        sock.listen(self._config.backlog)
-        sock.setblocking(False)
+        sock = listening_socket(self._config.host, self._config.port, self._config.backlog)
         self.port = sock.getsockname()[1]
         self._server.lifespan = self._config.lifespan_class(self._config)  # as serve() does
         await self._server.startup(sockets=[sock])
