@@ -304,7 +304,9 @@ def test_sigterm_under_load_completes_in_flight_requests(served_repository: Path
     threads = [threading.Thread(target=client_loop) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 60  # requests are answered and more are in flight
+    while len(results) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert running.stop(timeout=60) == 0
     for t in threads:
         t.join(60)
