@@ -313,8 +313,10 @@ def test_sigterm_under_load_completes_in_flight_requests(served_repository: Path
     completed = [r for r in results if r == (64, 1000)]
     refused = [r for r in results if r != (64, 1000)]
     assert completed, results
-    # after SIGTERM new calls are refused (UNAVAILABLE), never cut off with a wrong answer
-    assert all(r == "Unavailable" for r in refused), results
+    # after SIGTERM new calls are refused, never cut off with a wrong answer: UNAVAILABLE, or
+    # CANCELLED for a call that reached gRPC's core as its shutdown began and never reached a
+    # handler (seen about one run in three with the HTTP server draining beside it)
+    assert all(r in ("Unavailable", "Cancelled") for r in refused), results
     assert "draining in-flight requests" in running.log.read_text()
 
 
