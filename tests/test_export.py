@@ -267,3 +267,33 @@ def test_every_catalog_model_exports_within_memory_bound(name: str, tmp_path: Pa
     assert result.verification["logit_spread"] > 0.5
     assert result.manifest["input"]["datatype"] == "UINT8"
     assert result.peak_rss_bytes <= 2 * 2**30 + 4 * result.onnx_bytes, result.to_dict()
+
+
+def test_finetuned_model_serves_logits_not_probabilities(tmp_path: Path) -> None:
+    """A fine-tune job's model ends in a nested head whose Dense applies the softmax.
+
+    The export must serve that Dense's pre-softmax output as "logits", and their softmax as
+    "probabilities" (what Keras's saved model outputs), as for the catalog models.
+    """
+    import keras
+
+    from zoo.jobs.training import finetuned_model
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(
+        input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None
+    )
+    model = finetuned_model(keras, base, 3, 0.2, "digits_finetuned")
+    classifier = model.get_layer("head").get_layer("classifier")
+    classifier.bias.assign([4.0, -2.0, 0.0])  # logits well outside a probability's 0..1
+    result = export_model(model, tmp_path, preprocessing="tf")
+
+    pixels = verification_inputs(SIZE, SIZE)
+    x = keras.applications.mobilenet_v2.preprocess_input(pixels.astype("float32"))
+    features = np.asarray(keras.Model(model.inputs, model.get_layer("pool").output)(x))
+    expected_logits = features @ np.asarray(classifier.kernel) + np.asarray(classifier.bias)
+    got = onnx_outputs(result.path / "model.onnx", pixels)
+    assert np.allclose(got["logits"], expected_logits, atol=1e-4)
+    assert np.allclose(got["probabilities"], np.asarray(model(x)), atol=1e-5)
+    assert got["logits"].max() > 3.0 and got["logits"].min() < -1.0
+    assert result.verification["logit_scale"] > 3.0  # verified on logits too

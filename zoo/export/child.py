@@ -45,9 +45,31 @@ def preprocess_function(keras: Any, mode: str, keras_module: str | None) -> Any:
     return lambda x: imagenet_utils.preprocess_input(x, mode=mode)
 
 
-def to_logits_model(keras: Any, model: Any) -> Any:
-    """Make ``model`` output logits: switch a final softmax off (on this process's copy)."""
+def output_layer(model: Any) -> Any:
+    """The layer that computes ``model``'s output, looking inside nested models.
+
+    A fine-tuned model ends in a nested head model (``head(base(x))``), whose own last layer
+    is the softmax classifier; the outer model's last layer is that head, with no
+    ``activation`` of its own.
+    """
     last = model.layers[-1]
+    while hasattr(last, "layers") and last.layers:
+        last = last.layers[-1]
+    return last
+
+
+def to_logits_model(keras: Any, model: Any) -> Any:
+    """Make ``model`` output logits: switch a final softmax off (on this process's copy).
+
+    The final softmax may sit in a nested head model (a fine-tuned model); left on, the
+    output served as "logits" would be probabilities, and "probabilities" their softmax.
+    """
+    last = output_layer(model)
+    if isinstance(last, keras.layers.Softmax):
+        raise errors.InvalidArgument(
+            f"the model ends in a Softmax layer {last.name!r}; export needs its input, the "
+            "logits: end the model in a Dense layer with activation='softmax' instead"
+        )
     activation = getattr(last, "activation", None)
     name = getattr(activation, "__name__", "")
     if name == "softmax":
