@@ -145,7 +145,7 @@ def test_async_client_datasets_and_jobs(idle_job_server, tmp_path: Path) -> None
             dataset = await zoo.upload_dataset(folder)
             assert (dataset.classes, dataset.counts, dataset.images) == (
                 ("cats", "dogs"), (3, 3), 6)  # fmt: skip
-            assert [d.id for d in await zoo.jobs.datasets()] == [dataset.id]
+            assert [d.id for d in await zoo.datasets()] == [dataset.id]
             job = await zoo.finetune("MobileNetV2", dataset, "pets", epochs=1, image_size=32)
             assert (job.kind, job.state, job.params["params"]["epochs"]) == (
                 "finetune",
@@ -154,7 +154,7 @@ def test_async_client_datasets_and_jobs(idle_job_server, tmp_path: Path) -> None
             )
             with pytest.raises(TypeError, match="came from AsyncZooClient"):
                 job.refresh()
-            assert [j.id for j in await zoo.jobs.records(state="QUEUED")] == [job.id]
+            assert [j.id for j in await zoo.jobs(state="QUEUED")] == [job.id]
             assert (await zoo.cancel_job(job.id)).state == "CANCELLED"
             events = [e async for e in zoo.watch_job(job.id)]
             assert [e.payload.get("state") for e in events if e.type == "state"] == [
@@ -164,20 +164,18 @@ def test_async_client_datasets_and_jobs(idle_job_server, tmp_path: Path) -> None
             with pytest.raises(errors.NotFound):
                 await zoo.job("no-such-job")
             await zoo.delete_dataset(dataset.id)
-            assert await zoo.jobs.datasets() == []
+            assert await zoo.datasets() == []
 
     asyncio.run(session())
 
 
 def test_export_jobs_default_to_uint8_and_bound_versions(idle_job_server) -> None:
     with ZooClient(idle_job_server.address) as zoo:
-        job = zoo.export.exporter(
-            "MobileNetV2", weights="none", input=""
-        )  # the proto's documented default
+        job = zoo.export("MobileNetV2", weights="none", input="")  # the proto's documented default
         assert (job.state, job.params["input"]) == ("QUEUED", "uint8")
         with pytest.raises(errors.InvalidArgument, match="up to 9007199254740991; received 9223"):
-            zoo.export.exporter("MobileNetV2", weights="none", version=2**63 - 1)
-        assert [j.id for j in zoo.jobs.records()] == [job.id]  # the refused request created nothing
+            zoo.export("MobileNetV2", weights="none", version=2**63 - 1)
+        assert [j.id for j in zoo.jobs()] == [job.id]  # the refused request created nothing
 
 
 BAD_PARAMS = [
@@ -209,7 +207,7 @@ def test_bad_finetune_params_create_nothing(idle_job_server, tmp_path: Path) -> 
                 zoo.finetune("MobileNetV2", dataset, "pets", **params)
             assert message in str(info.value), params
             assert len(str(info.value)) < 400
-        assert zoo.jobs.records() == []
+        assert zoo.jobs() == []
         job = zoo.finetune(
             "MobileNetV2", dataset, "pets", weights="none", base_kwargs={"alpha": 0.35}
         )
@@ -314,27 +312,27 @@ def test_jobs_refuse_an_output_that_serves_another_model(
         with ZooClient(running.address) as zoo:
             # 'mobilenetv2' serves MobileNetV2: ResNet50 or a fine-tune must not land in it
             with pytest.raises(errors.AlreadyExists, match="'mobilenetv2' serves MobileNetV2"):
-                zoo.export.exporter("ResNet50", weights="none", output_model="mobilenetv2")
+                zoo.export("ResNet50", weights="none", output_model="mobilenetv2")
             dataset = zoo.upload_dataset(small_dataset(tmp_path / "pets"))
             with pytest.raises(errors.AlreadyExists, match="a job making a fine-tune of"):
                 zoo.finetune("MobileNetV2", dataset, "pets", weights="none")
-            assert zoo.jobs.records() == []
+            assert zoo.jobs() == []
             # the same model, or an explicit yes, is fine
-            assert zoo.export.exporter("MobileNetV2", weights="none").state == "QUEUED"
-            forced = zoo.export.exporter(
+            assert zoo.export("MobileNetV2", weights="none").state == "QUEUED"
+            forced = zoo.export(
                 "ResNet50", weights="none", output_model="mobilenetv2", allow_other_source=True
             )
             assert forced.params["model_name"] == "mobilenetv2"
             # weights by path: only inside the weights directories, and a missing file reads
             # like a forbidden one
             inside = weights / "mine.weights.h5"
-            assert zoo.export.exporter("MobileNetV2", weights=str(inside)).params["weights"] == str(
+            assert zoo.export("MobileNetV2", weights=str(inside)).params["weights"] == str(
                 inside.resolve()
             )
             messages = set()
             for path in ("/etc/passwd", str(weights / "missing.h5"), "/nonexistent/x.h5"):
                 with pytest.raises(errors.InvalidArgument) as info:
-                    zoo.export.exporter("MobileNetV2", weights=path)
+                    zoo.export("MobileNetV2", weights=path)
                 messages.add(str(info.value).replace(path, "PATH"))
             assert len(messages) == 1, messages
     finally:

@@ -20,7 +20,7 @@ def test_cancelling_a_running_export_publishes_nothing(tmp_path: Path) -> None:
     )
     try:
         with ZooClient(running.address, token=TOKEN) as zoo:
-            job = zoo.export.exporter("MobileNetV2", weights="none")
+            job = zoo.export("MobileNetV2", weights="none")
             deadline = time.monotonic() + 240
             # wait until the export child is at work (its first stage event), then cancel
             while not any(e.type == "log" for e in job.watch() if e.type != "state"):

@@ -154,15 +154,15 @@ def test_jobs_and_events_survive_a_server_restart(tmp_path: Path) -> None:
     (tmp_path / "repo").mkdir()
     first = start_server(tmp_path / "repo", tmp_path, env=env)
     with ZooClient(first.address) as zoo:
-        created = [zoo.export.exporter("MobileNetV2", weights="none").id for _ in range(2)]
+        created = [zoo.export("MobileNetV2", weights="none").id for _ in range(2)]
         zoo.job(created[0]).cancel()
-        before = [(j.id, j.state) for j in zoo.jobs.records()]
+        before = [(j.id, j.state) for j in zoo.jobs()]
         events_before = [e.seq for e in zoo.job(created[0]).watch()]
     first.stop()
     second = start_server(tmp_path / "repo", tmp_path, env=env)
     try:
         with ZooClient(second.address) as zoo:
-            assert [(j.id, j.state) for j in zoo.jobs.records()] == before
+            assert [(j.id, j.state) for j in zoo.jobs()] == before
             assert [e.seq for e in zoo.job(created[0]).watch()] == events_before
     finally:
         second.stop()
@@ -196,7 +196,7 @@ def test_bad_uploads_and_job_requests(job_server, digits, tmp_path: Path) -> Non
         not_archive.write_bytes(os.urandom(1000))
         with pytest.raises(errors.InvalidArgument, match="expected a zip or tar archive"):
             zoo.upload_dataset(not_archive)
-        assert zoo.jobs.datasets() == []
+        assert zoo.datasets() == []
 
         dataset = zoo.upload_dataset(folder)
         for kwargs, error, message in [
@@ -221,7 +221,7 @@ def test_bad_uploads_and_job_requests(job_server, digits, tmp_path: Path) -> Non
                 zoo.finetune(
                     args.pop("base"), args.pop("dataset"), args.pop("output_model"), **args
                 )
-        assert zoo.jobs.records() == []
+        assert zoo.jobs() == []
     with ZooClient(job_server.address) as anonymous, pytest.raises(errors.Unauthenticated):
         anonymous.finetune(DIGITS_BASE, dataset, "ok")
 
@@ -266,7 +266,7 @@ def test_cli_jobs_show_watch_cancel(tmp_path: Path, zoo_cli) -> None:
     )
     try:
         with ZooClient(server.address) as zoo:
-            job = zoo.export.exporter("MobileNetV2", weights="none")
+            job = zoo.export("MobileNetV2", weights="none")
         address = ("--server", server.address)
         done = zoo_cli("jobs", "cancel", job.id, *address)
         assert (done.returncode, done.stdout.strip()) == (0, f"job {job.id} CANCELLED")

@@ -354,7 +354,7 @@ def test_storage_errors_are_internal_without_server_paths(served_repository, tmp
         (data / "datasets").write_text("the datasets directory became a file")
         with ZooClient(running.address) as zoo:
             with pytest.raises(errors.Internal) as info:
-                zoo.jobs.datasets()
+                zoo.datasets()
             assert "could not read or write its storage (Not a directory)" in info.value.message
             assert str(tmp_path) not in info.value.message
             assert zoo.ready()  # the server goes on

@@ -197,10 +197,10 @@ def test_finetune_classify_resume_metrics_and_restart(stack: Stack, digits) -> N
 
 
 def state_of(zoo: ZooClient) -> dict[str, object]:
-    jobs = sorted(zoo.jobs.records(), key=lambda j: j.id)
+    jobs = sorted(zoo.jobs(), key=lambda j: j.id)
     return {
         "models": {m.name: m.versions for m in zoo.models(served_only=True)},
-        "datasets": sorted((d.id, d.counts) for d in zoo.jobs.datasets()),
+        "datasets": sorted((d.id, d.counts) for d in zoo.datasets()),
         "jobs": [(j.id, j.state, j.attempts) for j in jobs],
         "events": [[(e.seq, e.type) for e in j.watch()] for j in jobs],
     }
