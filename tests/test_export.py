@@ -15,7 +15,13 @@ import zoo
 from zoo.catalog import families
 from zoo.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zoo.export.exporter import export_model
-from zoo.export.verify import compare_logits, photo, verification_inputs
+from zoo.export.verify import (
+    compare_logits,
+    compare_with_exact,
+    float64_copy,
+    photo,
+    verification_inputs,
+)
 from zoo.repository import Repository
 
 SIZE = 64
@@ -99,6 +105,8 @@ def test_smallest_of_each_family_exports_and_verifies(spec: zoo.ModelSpec, tmp_p
     At a small input (see ``check_size``), which keeps `make test` fast: the conversion
     does not depend on the size.
     """
+    import keras
+
     size = check_size(spec)
     model = pixel_sensitive_model(spec.name, size)
     result = export_model(
@@ -121,6 +129,52 @@ def test_smallest_of_each_family_exports_and_verifies(spec: zoo.ModelSpec, tmp_p
     planted = compare_logits(np.asarray(model(wrong, training=False)), onnx_logits)
     assert not planted.passed
     assert planted.max_abs_logit_diff > 100 * planted.tolerance
+
+    # Planted errors fail the float64 judge too (what an export that fails the float32
+    # check is judged by), by a wide margin, although it allows Keras's own float32 error.
+    reference = keras_logits(spec, model, pixels)
+    weights = tmp_path / "reference.weights.h5"
+    model.save_weights(weights)
+    exact_model = float64_copy(keras.saving.serialize_keras_object(model), weights)
+    preprocess = importlib.import_module(spec.keras_module).preprocess_input
+    exact = np.asarray(exact_model(preprocess(pixels.astype("float64")), training=False))
+    assert compare_with_exact(reference, exact, onnx_logits).passed
+    errors = {
+        "wrong preprocessing": np.asarray(model(wrong, training=False)),
+        "channels swapped": onnx_outputs(result.path / "model.onnx", pixels[..., ::-1])["logits"],
+        "an activation dropped": onnx_outputs(dropped_activation(result.path, tmp_path), pixels)[
+            "logits"
+        ],
+    }
+    for error, logits in errors.items():
+        judged = compare_with_exact(reference, exact, logits)
+        assert not judged.passed, error
+        assert judged.max_abs_exact_diff > MARGIN[error] * judged.tolerance, (error, judged)
+
+
+# How far over the float64 judge's tolerance a planted error must be, in every family.
+MARGIN = {"wrong preprocessing": 100, "channels swapped": 20, "an activation dropped": 10}
+# In this order: the first op present is dropped, at its last node. A Relu always matters
+# with random weights (half its inputs are negative); a HardSigmoid's Clip may never clip
+# (MobileNetV3Small's last one did not). Not Erf: ConvNeXt's only activations are its blocks'
+# GELUs, whose branches LayerScale scales by 1e-6 at random initialisation; its head
+# LayerNorm's Reciprocal is dropped instead.
+DROPPABLE = ("Relu", "Sigmoid", "Reciprocal", "Clip", "HardSigmoid", "Tanh")
+
+
+def dropped_activation(version_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the exported graph with one activation (or normalisation) bypassed."""
+    import onnx
+
+    proto = onnx.load(str(version_dir / "model.onnx"))
+    op = next(op for op in DROPPABLE if any(n.op_type == op for n in proto.graph.node))
+    last = [n for n in proto.graph.node if n.op_type == op][-1]
+    for node in proto.graph.node:
+        node.input[:] = [last.input[0] if i == last.output[0] else i for i in node.input]
+    proto.graph.node.remove(last)
+    path = tmp_path / "dropped.onnx"
+    onnx.save(proto, str(path))
+    return path
 
 
 PLANTED = [
@@ -209,9 +263,15 @@ def test_pinned_version_that_exists_is_refused(tmp_path: Path) -> None:
 
 def test_failed_verification_publishes_nothing(tmp_path: Path) -> None:
     with pytest.raises(FailedPrecondition, match="verification failed, nothing was published"):
-        # A negative tolerance cannot be met: stands in for a numerically wrong export.
+        # Negative tolerances cannot be met, against Keras's float32 logits nor against
+        # float64 ones: stands in for a numerically wrong export.
         export_model(
-            "MobileNetV2", tmp_path, weights=None, input_shape=(SIZE, SIZE, 3), rel_tol=-1.0
+            "MobileNetV2",
+            tmp_path,
+            weights=None,
+            input_shape=(SIZE, SIZE, 3),
+            rel_tol=-1.0,
+            float32_margin=-1.0,
         )
     assert Repository(tmp_path).models() == []
     assert list((tmp_path / ".staging").iterdir()) == []
@@ -268,3 +328,50 @@ def test_every_catalog_model_exports_within_memory_bound(name: str, tmp_path: Pa
     assert result.verification["logit_spread"] > 0.5
     assert result.manifest.input.datatype == "UINT8"
     assert result.peak_rss_bytes <= 2 * 2**30 + 4 * result.onnx_bytes, result.to_dict()
+
+
+def test_finetuned_model_serves_logits_not_probabilities(tmp_path: Path) -> None:
+    """A fine-tune job's model ends in a nested head whose Dense applies the softmax.
+
+    The export must serve that Dense's pre-softmax output as "logits", and their softmax as
+    "probabilities" (what Keras's saved model outputs), as for the catalog models.
+    """
+    import keras
+
+    from zoo.jobs.training import finetuned_model
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(
+        input_shape=(SIZE, SIZE, 3), alpha=0.35, include_top=False, weights=None
+    )
+    model = finetuned_model(keras, base, 3, 0.2, "digits_finetuned")
+    classifier = model.get_layer("head").get_layer("classifier")
+    classifier.bias.assign([4.0, -2.0, 0.0])  # logits well outside a probability's 0..1
+    result = export_model(model, tmp_path, preprocessing="tf")
+
+    pixels = verification_inputs(SIZE, SIZE)
+    x = keras.applications.mobilenet_v2.preprocess_input(pixels.astype("float32"))
+    features = np.asarray(keras.Model(model.inputs, model.get_layer("pool").output)(x))
+    expected_logits = features @ np.asarray(classifier.kernel) + np.asarray(classifier.bias)
+    got = onnx_outputs(result.path / "model.onnx", pixels)
+    assert np.allclose(got["logits"], expected_logits, atol=1e-4)
+    assert np.allclose(got["probabilities"], np.asarray(model(x)), atol=1e-5)
+    assert got["logits"].max() > 3.0 and got["logits"].min() < -1.0
+    assert result.verification["logit_scale"] > 3.0  # verified on logits too
+
+
+def test_a_float32_mismatch_is_judged_against_float64_keras(tmp_path: Path) -> None:
+    """An impossible float32 tolerance sends the export to the float64 judge, which passes it.
+
+    As ResNet152's export at 224 px does: 0.0198 from Keras's float32 logits, over 1e-4 of
+    the scale, but 0.0115 from the exact ones, which Keras's float32 logits miss by 0.0149.
+    """
+    model = pixel_sensitive_model("ResNet50", SIZE)
+    result = export_model(
+        model, tmp_path, model_name="resnet50", preprocessing="caffe", rel_tol=1e-12
+    )
+    v = result.verification
+    assert v["passed"], v
+    assert v["max_abs_logit_diff"] > 1e-12 * v["logit_scale"]  # the float32 check failed
+    assert 0 < v["keras_float32_error"] < 1e-3 * v["logit_scale"]
+    assert v["max_abs_exact_diff"] <= v["tolerance"] == 2 * v["keras_float32_error"]

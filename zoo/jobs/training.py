@@ -174,6 +174,29 @@ class _CheckpointDir:
         os.replace(tmp_state, self.directory / "state.json")
 
 
+def finetuned_model(keras: Any, base: Any, n_classes: int, dropout: float, name: str) -> Any:
+    """``head(pool(base(image)))``: what a fine-tune job trains and exports.
+
+    ``base`` is a headless catalog model, run in inference mode (also in phase 2); the head
+    is a nested model ending in a softmax Dense named ``classifier``, so the saved model
+    outputs probabilities (the export serves the Dense's logits and their softmax). No
+    augmentation layers: the trainer wraps them around this.
+    """
+    size = tuple(int(d) for d in base.inputs[0].shape[1:])
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    inputs = keras.Input(size)
+    features = pool(base(inputs, training=False))
+    head_input = keras.Input((features.shape[-1],))
+    head = keras.Model(
+        head_input,
+        keras.layers.Dense(n_classes, activation="softmax", name="classifier")(
+            keras.layers.Dropout(dropout, name="dropout")(head_input)
+        ),
+        name="head",
+    )
+    return keras.Model(inputs, head(features), name=name)
+
+
 def train(
     spec: ModelSpec,
     files: list[tuple[Path, int]],
@@ -233,19 +256,12 @@ def train(
         # informative, which pretrained weights otherwise provide.
         _calibrate_batchnorm(keras, base, dataset(train_files, True), batches=8)
     base.trainable = False
-    pool = keras.layers.GlobalAveragePooling2D(name="pool")
-    inputs = keras.Input((size, size, 3))
-    features = pool(base(inputs, training=False))  # inference mode, also in phase 2
-    head_input = keras.Input((features.shape[-1],))
-    head = keras.Model(
-        head_input,
-        keras.layers.Dense(n_classes, activation="softmax", name="classifier")(
-            keras.layers.Dropout(params.dropout, name="dropout")(head_input)
-        ),
-        name="head",
+    model = finetuned_model(
+        keras, base, n_classes, params.dropout, f"{spec.name.lower()}_finetuned"
     )
-    # What is exported: no augmentation layers in it.
-    model = keras.Model(inputs, head(features), name=f"{spec.name.lower()}_finetuned")
+    pool, head = model.get_layer("pool"), model.get_layer("head")
+    inputs = model.inputs[0]
+    features = pool.output  # before the trainer calls pool again
     trainer = model
     if params.augment:
         augmentation = keras.Sequential(
