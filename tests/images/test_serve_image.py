@@ -95,6 +95,7 @@ class Served:
     address: str
     repository: Path
     healthy_after_s: float
+    http: str = ""  # base URL of the HTTP port
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +117,18 @@ def three_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_serve(repository: Path, *extra: str) -> Served:
     name = f"zoo-serve-{uuid.uuid4().hex[:8]}"
-    port, metrics = free_port(), free_port()
+    port, metrics, http = free_port(), free_port(), free_port()
     started = time.monotonic()
     docker(
         "run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
         "-v", f"{repository}:/data/models", "--health-interval", "1s", "--health-timeout", "5s",
         "-e", f"ZOO_PORT={port}", "-e", f"ZOO_METRICS_PORT={metrics}", "-e", "ZOO_GRACE_SECONDS=20",
-        "-e", f"ZOO_TOKEN={TOKEN}",
+        "-e", f"ZOO_HTTP_PORT={http}", "-e", f"ZOO_TOKEN={TOKEN}",
         *extra, "keras-zoo:serve", "serve", "--host", "127.0.0.1",
     )  # fmt: skip
     wait_healthy(name)
     healthy = time.monotonic() - started  # from `docker run`
-    return Served(name, f"127.0.0.1:{port}", repository, healthy)
+    return Served(name, f"127.0.0.1:{port}", repository, healthy, f"http://127.0.0.1:{http}")
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +144,11 @@ def test_serve_container_is_healthy_and_lists_the_models(served: Served) -> None
     assert inspect("container", served.name)["State"]["Health"]["Status"] == "healthy"
     with ZooClient(served.address) as zoo:
         assert {m.name for m in zoo.models(served_only=True)} == set(MODELS)
+    import httpx  # the HTTP port of the same container: v2 over REST
+
+    assert httpx.get(f"{served.http}/v2/health/ready", timeout=10).status_code == 200
+    index = httpx.post(f"{served.http}/v2/repository/index", json={}, timeout=10).json()
+    assert {m["name"] for m in index} == set(MODELS)
 
 
 def test_tritonclient_through_the_container_equals_onnx_runtime_in_process(served: Served) -> None:
