@@ -3,7 +3,45 @@
 from __future__ import annotations
 
 import importlib
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+POSTGRES = os.environ.get("ZOO_TEST_POSTGRES_URL")
+
+
+@contextmanager
+def postgres_job_store() -> Iterator[Any]:
+    """A JobStore on a new database of the test PostgreSQL server, dropped afterwards.
+
+    Skips without a server, but fails under CI=true: CI always provides one (.ci/run), and a
+    skip there would hide the PostgreSQL path.
+    """
+    import pytest
+    from sqlalchemy import create_engine, text
+
+    from zoo.jobs.store import JobStore
+
+    if not POSTGRES:
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but ZOO_TEST_POSTGRES_URL is not set (.ci/postgres.sh start)")
+        pytest.skip("no PostgreSQL server given: set ZOO_TEST_POSTGRES_URL (.ci/postgres.sh start)")
+    database = f"zoo_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(
+        POSTGRES.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {database}"))
+    store = JobStore(POSTGRES.rsplit("/", 1)[0] + "/" + database)
+    try:
+        yield store
+    finally:
+        store.close()
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE {database} WITH (FORCE)"))
+        admin.dispose()
 
 
 def pixel_sensitive_model(name: str, input_size: int, **kwargs: object) -> Any:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import postgres_job_store
 from sqlalchemy import event as sqlalchemy_event
 
 from zoo.errors import FailedPrecondition, NotFound, Unavailable
@@ -28,9 +27,6 @@ from zoo.jobs.records import (
 )
 from zoo.jobs.store import JobStore
 from zoo.jobs.watch import EventHub
-
-POSTGRES = os.environ.get("ZOO_TEST_POSTGRES_URL")
-
 
 # What the job lifecycle means, written out apart from zoo.jobs.records.TRANSITIONS: a queued job is
 # claimed or cancelled; a running one ends, is being cancelled, or goes back to the queue when
@@ -63,25 +59,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "sqlite":
         yield JobStore(tmp_path / "jobs.db")
         return
-    if not POSTGRES:
-        if os.environ.get("CI"):  # CI always provides a server: a skip there would hide the path
-            pytest.fail("CI=true but ZOO_TEST_POSTGRES_URL is not set (.ci/postgres.sh start)")
-        pytest.skip("no PostgreSQL server given: set ZOO_TEST_POSTGRES_URL (.ci/postgres.sh start)")
-    from sqlalchemy import create_engine, text
-
-    database = f"zoo_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        POSTGRES.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {database}"))
-    url = POSTGRES.rsplit("/", 1)[0] + "/" + database
-    jobs = JobStore(url)
-    yield jobs
-    jobs.close()
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE {database} WITH (FORCE)"))
-    admin.dispose()
+    with postgres_job_store() as jobs:
+        yield jobs
 
 
 def test_lifecycle_and_events(store: JobStore) -> None:

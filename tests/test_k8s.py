@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -496,31 +495,14 @@ def test_promtool_accepts_the_rules_and_every_query(tmp_path: Path) -> None:
 
 
 # -- KEDA's PostgreSQL trigger against the job store ------------------------------------------
-POSTGRES = os.environ.get("ZOO_TEST_POSTGRES_URL")
 
 
 @pytest.fixture
 def postgres_store():
-    if not POSTGRES:
-        if os.environ.get("CI"):
-            pytest.fail("CI=true but ZOO_TEST_POSTGRES_URL is not set (.ci/postgres.sh start)")
-        pytest.skip("no PostgreSQL server given: set ZOO_TEST_POSTGRES_URL (.ci/postgres.sh start)")
-    from sqlalchemy import create_engine, text
+    from helpers import postgres_job_store
 
-    from zoo.jobs.store import JobStore
-
-    database = f"zoo_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        POSTGRES.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {database}"))
-    store = JobStore(POSTGRES.rsplit("/", 1)[0] + "/" + database)
-    yield store
-    store.close()
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE {database} WITH (FORCE)"))
-    admin.dispose()
+    with postgres_job_store() as store:
+        yield store
 
 
 def test_keda_counts_the_jobs_that_need_a_worker(postgres_store) -> None:

@@ -7,8 +7,10 @@ that code's HTTP status below (Triton's and Google's mapping); the body is
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import grpc
 from starlette.exceptions import HTTPException
@@ -135,3 +137,21 @@ async def bounded_stream(request: Request, limit: int, what: str) -> AsyncGenera
 
 async def read_body(request: Request, limit: int, what: str = "the request body") -> bytes:
     return b"".join([chunk async for chunk in bounded_stream(request, limit, what)])
+
+
+async def read_json_object(
+    request: Request, limit: int, *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object; with ``empty_ok`` an empty body is ``{}``."""
+    body = await read_body(request, limit)
+    if empty_ok and not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise errors.InvalidArgument(f"the request body does not parse as JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise errors.InvalidArgument(
+            f"the request body must be a JSON object; received {type(value).__name__}"
+        )
+    return value

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from server import convert
-from server.http.errors import bounded_stream, read_body
+from server.http.errors import bounded_stream, read_body, read_json_object
 from server.http.services import Services
 from server.jobs_service import off_loop
 from zoo.errors import InvalidArgument, NotFound, Unavailable
@@ -76,16 +76,7 @@ def _query_flag(request: Request, key: str) -> bool:
 
 
 async def _json_object(request: Request, services: Services) -> dict[str, Any]:
-    body = await read_body(request, services.body_limit)
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidArgument(f"the request body does not parse as JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(
-            f"the request body must be a JSON object; received {type(value).__name__}"
-        )
-    return value
+    return await read_json_object(request, services.body_limit)
 
 
 def _field(body: dict[str, Any], key: str, kind: type, default: Any) -> Any:

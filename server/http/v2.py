@@ -6,7 +6,6 @@ Each handler is one data plane call between a parse and a JSON answer, as the gR
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from starlette.routing import Route
 
 from server import convert
 from server.http import tensors
-from server.http.errors import read_body
+from server.http.errors import read_body, read_json_object
 from server.http.services import Services
 from server.inference_service import EXTENSIONS, statistics
 from zoo import __version__
@@ -35,18 +34,7 @@ def _ref(request: Request) -> tuple[str, int | None]:
 
 async def _json_body(request: Request, services: Services) -> dict[str, Any]:
     """An optional JSON object body (an empty body is ``{}``)."""
-    body = await read_body(request, services.body_limit)
-    if not body.strip():
-        return {}
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidArgument(f"the request body does not parse as JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(
-            f"the request body must be a JSON object; received {type(value).__name__}"
-        )
-    return value
+    return await read_json_object(request, services.body_limit, empty_ok=True)
 
 
 def _status(ok: bool) -> Response:
