@@ -32,10 +32,10 @@ from typing import Any
 import grpc
 
 from bench.export import machine
+from bench.requests import cpu_seconds
 from bench.serve import request, summarize
 from protos import grpc_service_pb2_grpc as pb_grpc
 
-TICK = os.sysconf("SC_CLK_TCK")
 WATCHERS = 50
 SITECUSTOMIZE = """
 import os, time
@@ -53,11 +53,6 @@ if delay:
 
     store.JobStore._session = slow_session
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def watch_all(address: str, job_ids: list[str], opened: Any, stop: Any) -> None:

@@ -166,7 +166,9 @@ def test_priorities_are_checked_against_the_levels_and_default_to_a_level() -> N
 
     def plan(**settings: object) -> ServingPlan:
         config = ServerConfig(repository=Path("."), **settings)  # type: ignore[arg-type]
-        return ServingPlan.for_model(config, on_cpu=True, model_max_batch=8, row_seconds=0.01)
+        return ServingPlan.for_model(
+            config, on_cpu=True, session_threads=1, model_max_batch=8, row_seconds=0.01
+        )
 
     assert plan().queue_position(7) == 0  # no levels: priorities are ignored
     levels = plan(priority_levels=3)

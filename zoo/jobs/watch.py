@@ -63,8 +63,7 @@ class EventHub:
         """End every stream (UNAVAILABLE: the server is stopping) and stop listening."""
         self._remove_listener()
         self._stop.set()
-        for job_id in list(self._waiting):
-            self.wake(job_id)
+        self._wake_all()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -115,6 +114,10 @@ class EventHub:
         for woken in self._waiting.get(job_id, {}):
             woken.set()
 
+    def _wake_all(self) -> None:
+        for job_id in list(self._waiting):
+            self.wake(job_id)
+
     def _wake_threadsafe(self, job_id: str) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
             self._loop.call_soon_threadsafe(self.wake, job_id)
@@ -161,9 +164,5 @@ class EventHub:
                 delay = min(delay * 2, 10.0)
 
     def _wake_all_threadsafe(self) -> None:
-        def wake_all() -> None:
-            for job_id in list(self._waiting):
-                self.wake(job_id)
-
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(wake_all)
+            self._loop.call_soon_threadsafe(self._wake_all)

@@ -99,15 +99,22 @@ class ServingPlan:
 
     @classmethod
     def for_model(
-        cls, config: ServerConfig, *, on_cpu: bool, model_max_batch: int, row_seconds: float
+        cls,
+        config: ServerConfig,
+        *,
+        on_cpu: bool,
+        session_threads: int,
+        model_max_batch: int,
+        row_seconds: float,
     ) -> ServingPlan:
-        threads = config.intra_op_threads or (1 if on_cpu else 0)
+        """The plan of a version whose session computes each run on ``session_threads``
+        threads (0: ONNX Runtime's default, every core), as the runtime opened it."""
         instances = config.model_instances or (
-            max(1, cpu_cores() // threads) if on_cpu else GPU_INSTANCES
+            max(1, cpu_cores() // (session_threads or cpu_cores())) if on_cpu else GPU_INSTANCES
         )
         cap = config.max_batch_size or (cpu_batch_size(row_seconds) if on_cpu else model_max_batch)
         return cls(
-            session_threads=threads,
+            session_threads=session_threads,
             instances=instances,
             max_batch_size=max(1, min(model_max_batch, cap)),
             batching=config.dynamic_batching,
@@ -384,6 +391,7 @@ class Runtime:
             plan=ServingPlan.for_model(
                 self.config,
                 on_cpu=provider == ORT_PROVIDERS["cpu"],
+                session_threads=threads,
                 model_max_batch=model_max_batch,
                 row_seconds=row_seconds,
             ),
