@@ -7,7 +7,7 @@ from client import errors
 from client.aio import AsyncZooClient
 from client.jobs import DatasetInfo, Job, JobEvent
 from client.sync import ZooClient
-from client.types import Classification, ModelInfo, Prediction
+from client.types import Classification, LabelChange, ModelInfo, ModelLabels, Prediction
 
 __all__ = [
     "AsyncZooClient",
@@ -15,7 +15,9 @@ __all__ = [
     "DatasetInfo",
     "Job",
     "JobEvent",
+    "LabelChange",
     "ModelInfo",
+    "ModelLabels",
     "Prediction",
     "ZooClient",
     "errors",

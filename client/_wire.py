@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 import json
 import os
@@ -12,7 +13,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from client.types import Classification, ModelInfo, Prediction
+from client.types import Classification, LabelChange, ModelInfo, ModelLabels, Prediction
 from protos import grpc_service_pb2 as pb
 from protos import zoo_service_pb2 as zpb
 
@@ -32,12 +33,14 @@ IDEMPOTENT = {
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
         "ModelConfig", "ModelStatistics", "RepositoryIndex", "ModelInfer",
     ],
-    "zoo.v1.ModelZoo": ["ListModels", "GetModel", "Classify"],
+    "zoo.v1.ModelZoo": ["ListModels", "GetModel", "Classify", "ListLabels"],
     "zoo.v1.Datasets": ["ListDatasets", "GetDataset"],
     "zoo.v1.Jobs": ["GetJob", "ListJobs"],
 }  # fmt: skip
 # Never here: the calls that create, delete or cancel (a retried CreateFineTuneJob whose first
-# attempt reached the server would start two jobs) and streams (WatchJob resumes by itself).
+# attempt reached the server would start two jobs), RollbackLabel (each call goes back one
+# more step), PromoteVersion (repeating it is harmless alone, but a retry that lands after
+# someone else's promote would undo theirs) and streams (WatchJob resumes by itself).
 
 
 def service_config(retries: int) -> str:
@@ -145,12 +148,48 @@ def model_info(m: zpb.Model) -> ModelInfo:
         top1_accuracy=m.top1_accuracy,
         top5_accuracy=m.top5_accuracy,
         execution_provider=m.execution_provider,
+        labels={entry.label: entry.version for entry in m.labels},
     )
 
 
+def model_labels(m: zpb.ModelLabels) -> ModelLabels:
+    return ModelLabels(
+        model=m.model,
+        labels={entry.label: entry.version for entry in m.labels},
+        default_version=m.default_version,
+        history=tuple(
+            LabelChange(c.label, c.version, c.previous or None, c.action, c.by, c.peer, c.at)
+            for c in m.history
+        ),
+    )
+
+
+def who(by: str | None) -> str:
+    """The identity a label change claims: ``by``, else this machine's user name."""
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        return ""
+
+
+def promote_request(
+    model: str, version: int, label: str, by: str | None
+) -> zpb.PromoteVersionRequest:
+    return zpb.PromoteVersionRequest(model=model, version=version, label=label, by=who(by))
+
+
+def rollback_request(model: str, label: str, by: str | None) -> zpb.RollbackLabelRequest:
+    return zpb.RollbackLabelRequest(model=model, label=label, by=who(by))
+
+
 def classify_request(
-    model: str, images: list[bytes], top_k: int, version: int | None
+    model: str, images: list[bytes], top_k: int, version: int | str | None
 ) -> zpb.ClassifyRequest:
+    """``version``: a number, a label such as "stable", or None for the default version."""
+    if isinstance(version, str):
+        return zpb.ClassifyRequest(model=model, version_label=version, images=images, top_k=top_k)
     return zpb.ClassifyRequest(model=model, version=version or 0, images=images, top_k=top_k)
 
 
@@ -169,7 +208,7 @@ def infer_request(
     model: str,
     array: np.ndarray,
     input_name: str,
-    version: int | None,
+    version: int | str | None,
     outputs: Sequence[str] | None,
 ) -> pb.ModelInferRequest:
     array = np.ascontiguousarray(array)

@@ -18,7 +18,7 @@ import numpy as np
 from client import _wire
 from client import jobs as job_api
 from client.errors import Unavailable, from_rpc_error
-from client.types import Classification, ModelInfo
+from client.types import Classification, ModelInfo, ModelLabels
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 from protos import zoo_service_pb2 as zpb
@@ -80,7 +80,7 @@ class AsyncZooClient:
         return _wire.model_info(response)
 
     async def classify(
-        self, images: Any, model: str, top_k: int = 5, version: int | None = None
+        self, images: Any, model: str, top_k: int = 5, version: int | str | None = None
     ) -> Classification | list[Classification]:
         encoded, single = _wire.image_list(images)
         request = _wire.classify_request(model, encoded, top_k, version)
@@ -91,7 +91,7 @@ class AsyncZooClient:
         self,
         model: str,
         array: np.ndarray,
-        version: int | None = None,
+        version: int | str | None = None,
         outputs: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
         if model not in self._input_names:
@@ -109,6 +109,31 @@ class AsyncZooClient:
     async def unload(self, model: str) -> None:
         request = pb.RepositoryModelUnloadRequest(model_name=model)
         await self._call(self._inference.RepositoryModelUnload, request)
+
+    # -- version labels ---------------------------------------------------------------
+    async def promote(
+        self, model: str, version: int, label: str = "stable", by: str | None = None
+    ) -> ModelLabels:
+        """Point ``label`` at ``version``: requests without a version go to ``stable``'s.
+
+        Needs the token. ``by``: who asks, for the label history; defaults to the local user
+        name (a claim: the server's shared token does not prove who holds it).
+        """
+        request = _wire.promote_request(model, version, label, by)
+        return _wire.model_labels(await self._call(self._zoo.PromoteVersion, request))
+
+    async def rollback(
+        self, model: str, label: str = "stable", by: str | None = None
+    ) -> ModelLabels:
+        """Point ``label`` back at the version it had before; needs the token. Never retried:
+        each call goes back one more step."""
+        request = _wire.rollback_request(model, label, by)
+        return _wire.model_labels(await self._call(self._zoo.RollbackLabel, request))
+
+    async def labels(self, model: str) -> ModelLabels:
+        """The model's labels, its default version and the history of label changes."""
+        request = zpb.ListLabelsRequest(model=model)
+        return _wire.model_labels(await self._call(self._zoo.ListLabels, request))
 
     # -- datasets and jobs ------------------------------------------------------------
     async def upload_dataset(self, path: str | os.PathLike[str]) -> job_api.DatasetInfo:

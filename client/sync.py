@@ -12,7 +12,7 @@ import numpy as np
 from client import _wire
 from client import jobs as job_api
 from client.errors import from_rpc_error
-from client.types import Classification, ModelInfo
+from client.types import Classification, ModelInfo, ModelLabels
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 from protos import zoo_service_pb2 as zpb
@@ -82,7 +82,7 @@ class ZooClient:
         return _wire.model_info(self._call(self._zoo.GetModel, zpb.GetModelRequest(name=name)))
 
     def classify(
-        self, images: Any, model: str, top_k: int = 5, version: int | None = None
+        self, images: Any, model: str, top_k: int = 5, version: int | str | None = None
     ) -> Classification | list[Classification]:
         """Top-k labels of one image (returns one result) or a list (returns a list).
 
@@ -97,7 +97,7 @@ class ZooClient:
         self,
         model: str,
         array: np.ndarray,
-        version: int | None = None,
+        version: int | str | None = None,
         outputs: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run the v2 ModelInfer on a batch-first array; returns the outputs by name."""
@@ -119,6 +119,29 @@ class ZooClient:
         self._call(
             self._inference.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=model)
         )
+
+    # -- version labels ---------------------------------------------------------------
+    def promote(
+        self, model: str, version: int, label: str = "stable", by: str | None = None
+    ) -> ModelLabels:
+        """Point ``label`` at ``version``: requests without a version go to ``stable``'s.
+
+        Needs the token. ``by``: who asks, for the label history; defaults to the local user
+        name (a claim: the server's shared token does not prove who holds it).
+        """
+        request = _wire.promote_request(model, version, label, by)
+        return _wire.model_labels(self._call(self._zoo.PromoteVersion, request))
+
+    def rollback(self, model: str, label: str = "stable", by: str | None = None) -> ModelLabels:
+        """Point ``label`` back at the version it had before; needs the token. Never retried:
+        each call goes back one more step."""
+        request = _wire.rollback_request(model, label, by)
+        return _wire.model_labels(self._call(self._zoo.RollbackLabel, request))
+
+    def labels(self, model: str) -> ModelLabels:
+        """The model's labels, its default version and the history of label changes."""
+        request = zpb.ListLabelsRequest(model=model)
+        return _wire.model_labels(self._call(self._zoo.ListLabels, request))
 
     # -- datasets and jobs ------------------------------------------------------------
     def upload_dataset(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class ModelInfo:
     top1_accuracy: float
     top5_accuracy: float
     execution_provider: str
+    labels: dict[str, int] = field(default_factory=dict)  # label -> version
 
     @property
     def served(self) -> bool:
@@ -44,3 +45,31 @@ class Classification:
     @property
     def top(self) -> Prediction:
         return self.predictions[0]
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """One change of a version label: ``by`` is the identity the caller claimed (the server's
+    shared token does not prove it), ``peer`` the address the server saw."""
+
+    label: str
+    version: int
+    previous: int | None  # None: the label was new
+    action: str  # "promote" or "rollback"
+    by: str
+    peer: str
+    at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class ModelLabels:
+    """A model's version labels, the version a request without one gets, and the history."""
+
+    model: str
+    labels: dict[str, int]
+    default_version: int
+    history: tuple[LabelChange, ...]
+
+    @property
+    def stable(self) -> int | None:
+        return self.labels.get("stable")

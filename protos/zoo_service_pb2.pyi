@@ -27,7 +27,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "catalog_model", "family", "versions", "loaded_versions", "input_shape", "preprocessing", "num_classes", "parameters", "size_mb", "top1_accuracy", "top5_accuracy", "execution_provider")
+    __slots__ = ("name", "catalog_model", "family", "versions", "loaded_versions", "input_shape", "preprocessing", "num_classes", "parameters", "size_mb", "top1_accuracy", "top5_accuracy", "execution_provider", "labels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATALOG_MODEL_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class Model(_message.Message):
     TOP1_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TOP5_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     catalog_model: str
     family: str
@@ -54,19 +55,22 @@ class Model(_message.Message):
     top1_accuracy: float
     top5_accuracy: float
     execution_provider: str
-    def __init__(self, name: _Optional[str] = ..., catalog_model: _Optional[str] = ..., family: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[str] = ..., num_classes: _Optional[int] = ..., parameters: _Optional[int] = ..., size_mb: _Optional[float] = ..., top1_accuracy: _Optional[float] = ..., top5_accuracy: _Optional[float] = ..., execution_provider: _Optional[str] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[VersionLabel]
+    def __init__(self, name: _Optional[str] = ..., catalog_model: _Optional[str] = ..., family: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[str] = ..., num_classes: _Optional[int] = ..., parameters: _Optional[int] = ..., size_mb: _Optional[float] = ..., top1_accuracy: _Optional[float] = ..., top5_accuracy: _Optional[float] = ..., execution_provider: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[VersionLabel, _Mapping]]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "version", "images", "top_k")
+    __slots__ = ("model", "version", "images", "top_k", "version_label")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     images: _containers.RepeatedScalarFieldContainer[bytes]
     top_k: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ..., top_k: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("label", "index", "score")
@@ -298,3 +302,69 @@ class JobEvent(_message.Message):
     type: str
     payload_json: str
     def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[str] = ..., type: _Optional[str] = ..., payload_json: _Optional[str] = ...) -> None: ...
+
+class VersionLabel(_message.Message):
+    __slots__ = ("label", "version")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    version: int
+    def __init__(self, label: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class LabelChange(_message.Message):
+    __slots__ = ("label", "version", "previous", "action", "by", "peer", "at")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    version: int
+    previous: int
+    action: str
+    by: str
+    peer: str
+    at: str
+    def __init__(self, label: _Optional[str] = ..., version: _Optional[int] = ..., previous: _Optional[int] = ..., action: _Optional[str] = ..., by: _Optional[str] = ..., peer: _Optional[str] = ..., at: _Optional[str] = ...) -> None: ...
+
+class PromoteVersionRequest(_message.Message):
+    __slots__ = ("model", "version", "label", "by")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    label: str
+    by: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., label: _Optional[str] = ..., by: _Optional[str] = ...) -> None: ...
+
+class RollbackLabelRequest(_message.Message):
+    __slots__ = ("model", "label", "by")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    label: str
+    by: str
+    def __init__(self, model: _Optional[str] = ..., label: _Optional[str] = ..., by: _Optional[str] = ...) -> None: ...
+
+class ListLabelsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ModelLabels(_message.Message):
+    __slots__ = ("model", "labels", "history", "default_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    labels: _containers.RepeatedCompositeFieldContainer[VersionLabel]
+    history: _containers.RepeatedCompositeFieldContainer[LabelChange]
+    default_version: int
+    def __init__(self, model: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[VersionLabel, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., default_version: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,21 @@ class ModelZooStub:
                 request_serializer=protos_dot_zoo__service__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=protos_dot_zoo__service__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.PromoteVersion = channel.unary_unary(
+                '/zoo.v1.ModelZoo/PromoteVersion',
+                request_serializer=protos_dot_zoo__service__pb2.PromoteVersionRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.ModelLabels.FromString,
+                _registered_method=True)
+        self.RollbackLabel = channel.unary_unary(
+                '/zoo.v1.ModelZoo/RollbackLabel',
+                request_serializer=protos_dot_zoo__service__pb2.RollbackLabelRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.ModelLabels.FromString,
+                _registered_method=True)
+        self.ListLabels = channel.unary_unary(
+                '/zoo.v1.ModelZoo/ListLabels',
+                request_serializer=protos_dot_zoo__service__pb2.ListLabelsRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.ModelLabels.FromString,
+                _registered_method=True)
 
 
 class ModelZooServicer:
@@ -75,6 +90,29 @@ class ModelZooServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteVersion(self, request, context):
+        """Point a label (default "stable") at a version; needs the token. Idempotent: the same
+        label at the same version again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackLabel(self, request, context):
+        """Point a label (default "stable") back at its previous version, from its history; needs
+        the token. Not idempotent: each call goes back one more step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLabels(self, request, context):
+        """A model's labels, its default version and the history of label changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelZooServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +130,21 @@ def add_ModelZooServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=protos_dot_zoo__service__pb2.ClassifyRequest.FromString,
                     response_serializer=protos_dot_zoo__service__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'PromoteVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteVersion,
+                    request_deserializer=protos_dot_zoo__service__pb2.PromoteVersionRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.ModelLabels.SerializeToString,
+            ),
+            'RollbackLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackLabel,
+                    request_deserializer=protos_dot_zoo__service__pb2.RollbackLabelRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.ModelLabels.SerializeToString,
+            ),
+            'ListLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLabels,
+                    request_deserializer=protos_dot_zoo__service__pb2.ListLabelsRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.ModelLabels.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +228,87 @@ class ModelZoo:
             '/zoo.v1.ModelZoo/Classify',
             protos_dot_zoo__service__pb2.ClassifyRequest.SerializeToString,
             protos_dot_zoo__service__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.ModelZoo/PromoteVersion',
+            protos_dot_zoo__service__pb2.PromoteVersionRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.ModelLabels.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.ModelZoo/RollbackLabel',
+            protos_dot_zoo__service__pb2.RollbackLabelRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.ModelLabels.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.ModelZoo/ListLabels',
+            protos_dot_zoo__service__pb2.ListLabelsRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.ModelLabels.FromString,
             options,
             channel_credentials,
             insecure,

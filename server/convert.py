@@ -16,8 +16,9 @@ from protos import zoo_service_pb2 as zpb
 from zoo.errors import InvalidArgument
 from zoo.jobs.datasets import Dataset
 from zoo.jobs.records import Job, JobEvent
+from zoo.labels import LABEL_PATTERN
 from zoo.repository import MAX_VERSION
-from zoo.serving.dataplane import ModelIndexEntry, ModelSummary, Prediction
+from zoo.serving.dataplane import ModelIndexEntry, ModelLabels, ModelSummary, Prediction
 from zoo.serving.runtime import LoadedModel, TensorInfo
 from zoo.serving.stats import Duration, ModelStats
 
@@ -44,21 +45,33 @@ def deadline(time_remaining: float | None) -> float | None:
     return None if time_remaining is None else time.monotonic() + time_remaining
 
 
-def parse_version(version: str | int) -> int | None:
-    """'' or 0 -> newest (None); ASCII digits of a number in 1..MAX_VERSION -> that version.
+def parse_version(version: str | int) -> int | str | None:
+    """'' or 0 -> the default version (None); ASCII digits of a number in 1..MAX_VERSION -> that
+    version; a label (``stable``, a-z 0-9 _ -, starting with a letter) -> the label.
 
     int() alone would also take " 1", "+1" and other scripts' digits.
     """
     if version in ("", 0):
         return None
     text = str(version)
+    if LABEL_PATTERN.fullmatch(text):
+        return text
     digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_VERSION))
     if not digits or not 1 <= int(text) <= MAX_VERSION:
         raise InvalidArgument(
-            f"model version must be empty or a whole number from 1 to {MAX_VERSION}; "
-            f"received {clip(text)!r}"
+            f"model version must be empty or a whole number from 1 to {MAX_VERSION}, or a "
+            f"label (a-z 0-9 _ -, starting with a letter, e.g. stable); received {clip(text)!r}"
         )
     return int(text)
+
+
+def classify_version(version: int, label: str) -> int | str | None:
+    """Classify's version: a number (0: the default) or a label, not both."""
+    if version and label:
+        raise InvalidArgument(
+            f"set version or version_label, not both; received {version} and {clip(label)!r}"
+        )
+    return parse_version(label or version)
 
 
 MAX_DIMS = 32  # ONNX Runtime, like numpy, handles at most 64; no image model needs over 4
@@ -239,7 +252,12 @@ def model_metadata(model: LoadedModel, versions: list[int]) -> pb.ModelMetadataR
     )
 
 
-def model_config(model: LoadedModel, max_queue_delay_us: int) -> pb.ModelConfigResponse:
+def model_config(
+    model: LoadedModel, max_queue_delay_us: int, stable: int | None = None
+) -> pb.ModelConfigResponse:
+    """The model's configuration; ``stable``: the version labelled stable, which the version
+    policy then names alone, as config.pbtxt does (``zoo.labels.triton_version_policy``)."""
+
     def tensors(infos: tuple[TensorInfo, ...], cls: Any) -> list[Any]:
         return [
             cls(name=t.name, data_type=CONFIG_TYPES.get(t.datatype, mc.TYPE_FP32), dims=t.shape[1:])
@@ -254,7 +272,9 @@ def model_config(model: LoadedModel, max_queue_delay_us: int) -> pb.ModelConfigR
         input=tensors(model.inputs, mc.ModelInput),
         output=tensors(model.outputs, mc.ModelOutput),
         dynamic_batching=mc.ModelDynamicBatching(max_queue_delay_microseconds=max_queue_delay_us),
-        version_policy=mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=1)),
+        version_policy=mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=1))
+        if stable is None
+        else mc.ModelVersionPolicy(specific=mc.ModelVersionPolicy.Specific(versions=[stable])),
     )
     return pb.ModelConfigResponse(config=config)
 
@@ -312,6 +332,28 @@ def zoo_model(summary: ModelSummary) -> zpb.Model:
         top1_accuracy=(spec.top1_accuracy or 0.0) if spec else 0.0,
         top5_accuracy=(spec.top5_accuracy or 0.0) if spec else 0.0,
         execution_provider=summary.provider,
+        labels=[zpb.VersionLabel(label=k, version=v) for k, v in summary.labels],
+    )
+
+
+def model_labels(state: ModelLabels) -> zpb.ModelLabels:
+    labels = state.labels
+    return zpb.ModelLabels(
+        model=state.model,
+        labels=[zpb.VersionLabel(label=k, version=v) for k, v in sorted(labels.labels.items())],
+        history=[
+            zpb.LabelChange(
+                label=c.label,
+                version=c.version,
+                previous=c.previous or 0,
+                action=c.action,
+                by=c.by,
+                peer=c.peer,
+                at=c.at,
+            )
+            for c in labels.history
+        ],
+        default_version=state.default_version,
     )
 
 

@@ -27,6 +27,8 @@ def statistics(plane: DataPlane, name: str, version: str) -> list[ModelStats]:
         stats = [s for s in stats if s.name == name]
     if version:
         number = convert.parse_version(version)
+        if isinstance(number, str):  # a label: the version it points at
+            number = plane.repository.get(name, number).version
         stats = [s for s in stats if s.version == number]
     return stats
 
@@ -68,7 +70,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
         model = await self.plane.model(request.name, convert.parse_version(request.version))
-        return convert.model_config(model, self.plane.config.max_queue_delay_us)
+        stable = self.plane.repository.labels(model.name).stable
+        return convert.model_config(model, self.plane.config.max_queue_delay_us, stable)
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context

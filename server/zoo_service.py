@@ -35,8 +35,25 @@ class ModelZooService(zpb_grpc.ModelZooServicer):
     ) -> zpb.ClassifyResponse:
         model, results = await self.plane.classify(
             request.model,
-            convert.parse_version(request.version),
+            convert.classify_version(request.version, request.version_label),
             list(request.images),
             request.top_k or 5,
         )
         return convert.classify_response(model, results)
+
+    async def PromoteVersion(
+        self, request: zpb.PromoteVersionRequest, context: Context
+    ) -> zpb.ModelLabels:
+        state = await self.plane.promote(
+            request.model, request.version, request.label, request.by, context.peer()
+        )
+        return convert.model_labels(state)
+
+    async def RollbackLabel(
+        self, request: zpb.RollbackLabelRequest, context: Context
+    ) -> zpb.ModelLabels:
+        state = await self.plane.rollback(request.model, request.label, request.by, context.peer())
+        return convert.model_labels(state)
+
+    async def ListLabels(self, request: zpb.ListLabelsRequest, context: Context) -> zpb.ModelLabels:
+        return convert.model_labels(await self.plane.labels(request.model))

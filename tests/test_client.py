@@ -29,6 +29,7 @@ RETRIED = {
               "ModelConfig", "ModelStatistics", "RepositoryIndex", "ModelInfer")
 } | {
     "/zoo.v1.ModelZoo/ListModels", "/zoo.v1.ModelZoo/GetModel", "/zoo.v1.ModelZoo/Classify",
+    "/zoo.v1.ModelZoo/ListLabels",
     "/zoo.v1.Datasets/ListDatasets", "/zoo.v1.Datasets/GetDataset",
     "/zoo.v1.Jobs/GetJob", "/zoo.v1.Jobs/ListJobs",
 }  # fmt: skip

@@ -2,12 +2,15 @@
 
 ```
 <root>/<model>/config.pbtxt          Triton model configuration (newest version's signature)
+<root>/<model>/labels.json           version labels (stable, candidate, ...) and their history
 <root>/<model>/<version>/model.onnx
 <root>/<model>/<version>/zoo.json    source, preprocessing, labels, verification figures, sha256
 <root>/.staging/                     versions being assembled (hidden from readers and Triton)
 ```
 
-Versions are positive integers; the newest wins unless a caller pins one. A version is
+Versions are positive integers. A caller pins one by number or by label (``zoo.labels``);
+otherwise the version labelled ``stable`` is served, or the newest when no version carries
+that label (a repository without labels behaves as "newest wins"). A version is
 assembled in ``.staging`` and renamed into place in one step, so a reader, or Triton, never
 sees half a version, and a crash or kill at any moment leaves the repository as it was.
 """
@@ -15,6 +18,7 @@ sees half a version, and a crash or kill at any moment leaves the repository as 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,7 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.errors import AlreadyExists, InvalidArgument, NotFound
+from zoo import labels as version_labels
+from zoo.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from zoo.labels import STABLE, Labels, validate_label
 from zoo.lifetime import clear_dead_writers
 from zoo.manifest import Manifest, ManifestError
 
@@ -37,6 +43,8 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Versions are whole numbers 1..2**53-1: exact in every JSON client, far inside int64 (a
 # version past int64 once made every listing of its model fail to serialise).
 MAX_VERSION = 2**53 - 1
+
+log = logging.getLogger("zoo.repository")
 
 
 def validate_model_name(name: object) -> str:
@@ -100,6 +108,7 @@ class Repository:
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.root = Path(root)
         self._listing: dict[str, tuple[int, list[int]]] = {}
+        self._labels: dict[str, tuple[tuple[int, int], Labels]] = {}
         if self.root.exists() and not self.root.is_dir():
             raise InvalidArgument(
                 f"repository path {str(self.root)!r} is a file; expected a directory"
@@ -156,17 +165,122 @@ class Repository:
             raise NotFound(f"model {model!r} is not in {self.root} (models: {known})")
         return list(found)
 
-    def get(self, model: str, version: int | None = None) -> ModelVersion:
-        """One version of ``model``: the newest, or ``version`` if given."""
+    def get(self, model: str, version: int | str | None = None) -> ModelVersion:
+        """One version of ``model``: ``version`` (a number or a label), else the default one
+        (``stable``, or the newest when no version is labelled stable)."""
         available = self.versions(model)
-        chosen = available[-1] if version is None else _validate_version(version)
+        if version is None or isinstance(version, str):
+            chosen = self._labelled(model, version or STABLE, available, required=bool(version))
+        else:
+            chosen = _validate_version(version)
         if chosen not in available:
             raise NotFound(
                 f"model {model!r} has no version {chosen}; it has {', '.join(map(str, available))}"
             )
         return ModelVersion(model, chosen, self.root / model / str(chosen))
 
-    def manifest(self, model: str, version: int | None = None) -> Manifest:
+    def default_version(self, model: str) -> int:
+        """The version a request without one gets: ``stable``'s, else the newest."""
+        return self.get(model).version
+
+    def _labelled(self, model: str, label: str, available: list[int], *, required: bool) -> int:
+        validate_label(label)
+        labels = self.labels(model)
+        if label not in labels.labels:
+            if not required:
+                return available[-1]
+            known = ", ".join(f"{k} -> {v}" for k, v in sorted(labels.labels.items())) or "none"
+            raise NotFound(f"model {model!r} has no version labelled {label!r} (labels: {known})")
+        number = labels.labels[label]
+        if number not in available:
+            raise NotFound(
+                f"model {model!r}: label {label!r} points at version {number}, which is not in "
+                f"the repository (versions: {', '.join(map(str, available))})"
+            )
+        return number
+
+    def labels(self, model: str) -> Labels:
+        """The labels of ``model`` (an unknown model: NotFound).
+
+        Read on every request without a version, so the parsed file is cached and read again
+        when its inode or modification time changes: each write renames a new file into
+        place, so the next request after a promote, from this process or another, sees it.
+        """
+        validate_model_name(model)
+        model_dir = self.root / model
+        try:
+            st = (model_dir / version_labels.LABELS_FILE).stat()
+        except FileNotFoundError:
+            self.versions(model)  # NotFound for an unknown model
+            return Labels()
+        stamp = (st.st_ino, st.st_mtime_ns)
+        cached = self._labels.get(model)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        found = version_labels.read_labels(model_dir)
+        self._labels[model] = (stamp, found)
+        return found
+
+    def set_label(
+        self, model: str, label: str, version: int, *, by: str = "", peer: str = ""
+    ) -> Labels:
+        """Point ``label`` at ``version``; the same again changes nothing (idempotent)."""
+        validate_label(label)
+        self.get(model, _validate_version(version))  # NotFound for an unknown version
+        with self._label_writer(model) as current:
+            if current.labels.get(label) == version:
+                return current
+            updated = version_labels.change(current, label, version, "promote", by, peer)
+            self._write_labels(model, updated)
+        log.info(
+            "model %s: label %s -> version %s (was %s) by %r from %s",
+            *(model, label, version, current.labels.get(label), by, peer or "this process"),
+        )
+        return updated
+
+    def rollback(self, model: str, label: str = STABLE, *, by: str = "", peer: str = "") -> Labels:
+        """Point ``label`` back at the version it pointed at before (its history as a stack)."""
+        validate_label(label)
+        available = self.versions(model)
+        with self._label_writer(model) as current:
+            target = current.rollback_target(label)
+            if target is None:
+                raise FailedPrecondition(
+                    f"model {model!r}: label {label!r} has no earlier version to roll back to "
+                    f"(it is {current.labels.get(label, 'not set')}; promote a version first)"
+                )
+            if target not in available:
+                raise FailedPrecondition(
+                    f"model {model!r}: label {label!r} was at version {target} before, which "
+                    "is no longer in the repository"
+                )
+            updated = version_labels.change(current, label, target, "rollback", by, peer)
+            self._write_labels(model, updated)
+        log.info(
+            "model %s: label %s rolled back to version %s (was %s) by %r from %s",
+            *(model, label, target, current.labels.get(label), by, peer or "this process"),
+        )
+        return updated
+
+    @contextmanager
+    def _label_writer(self, model: str) -> Iterator[Labels]:
+        model_dir = self.root / model
+        self.versions(model)  # NotFound for an unknown model
+        with version_labels.locked(model_dir):
+            yield version_labels.read_labels(model_dir)
+
+    def _write_labels(self, model: str, labels: Labels) -> None:
+        """Labels first, then the config's version policy: Triton follows the labels."""
+        model_dir = self.root / model
+        version_labels.write_labels(model_dir, labels)
+        config = model_dir / CONFIG_FILE
+        if config.is_file():
+            text = config.read_text()
+            updated = version_labels.with_version_policy(text, labels)
+            if updated != text:
+                _write_text_atomically(config, updated)
+
+    def manifest(self, model: str, version: int | str | None = None) -> Manifest:
         return self.get(model, version).manifest()
 
     @contextmanager
@@ -245,7 +359,11 @@ class Repository:
             if (model_dir / str(number)).exists():
                 return False
             raise
-        _write_text_atomically(model_dir / CONFIG_FILE, config_pbtxt)
+        with version_labels.locked(model_dir):  # a promote meanwhile rewrites the policy too
+            labels = version_labels.read_labels(model_dir)
+            if labels.stable is not None:  # Triton keeps serving stable, not the new version
+                config_pbtxt = version_labels.with_version_policy(config_pbtxt, labels)
+            _write_text_atomically(model_dir / CONFIG_FILE, config_pbtxt)
         return True
 
 

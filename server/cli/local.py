@@ -9,7 +9,17 @@ from rich import box
 from rich.table import Table
 
 import zoo
-from server.cli.common import JSON_OPTION, app, err, fmt, out, pct, print_json, weights_app
+from server.cli.common import (
+    JSON_OPTION,
+    app,
+    err,
+    fmt,
+    models_app,
+    out,
+    pct,
+    print_json,
+    weights_app,
+)
 from zoo.catalog import ModelSpec
 from zoo.catalog import weights as weights_cache
 
@@ -18,7 +28,7 @@ WEIGHTS_DIR_OPTION = typer.Option(
 )
 
 
-@app.command()
+@models_app.command("list")
 def models(
     pattern: str = typer.Argument("*", help="fnmatch pattern, e.g. 'ResNet*'."),
     exclude: list[str] = typer.Option([], "--exclude", "-x", help="Pattern to leave out."),

@@ -23,6 +23,7 @@ from server.cli.common import (
     app,
     err,
     jobs_app,
+    models_app,
     out,
     print_json,
 )
@@ -253,3 +254,71 @@ def jobs_cancel(job_id: str, server: str = SERVER_OPTION, token: str | None = TO
     with ZooClient(server, token=token) as remote:
         job = remote.job(job_id).cancel()
     out.print(f"job {job.id} {job.state}")
+
+
+def _print_labels(state: Any, as_json: bool) -> None:
+    import dataclasses
+
+    if as_json:
+        print_json(dataclasses.asdict(state))
+        return
+    labels = ", ".join(f"{k} -> {v}" for k, v in sorted(state.labels.items())) or "none"
+    out.print(f"{state.model}: default version {state.default_version}; labels: {labels}")
+    if state.history:
+        table = Table(title="label history", box=box.SIMPLE_HEAD)
+        for column in ("When", "Label", "Version", "Was", "Action", "By", "Peer"):
+            table.add_column(column, no_wrap=True)
+        for c in state.history:
+            was = "-" if c.previous is None else str(c.previous)
+            table.add_row(c.at, c.label, str(c.version), was, c.action, c.by or "-", c.peer or "-")
+        out.print(table)
+
+
+@models_app.command("promote")
+def promote(
+    name: str = typer.Argument(..., help="Model name on the server."),
+    version: int = typer.Argument(..., help="Version to label."),
+    label: str = typer.Option("stable", "--label", help="Label to point at the version."),
+    by: str | None = typer.Option(
+        None, "--by", help="Who asks, for the history. Defaults to your user name."
+    ),
+    server: str = SERVER_OPTION,
+    token: str | None = TOKEN_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Point a label (default stable) at a version: requests without a version go to stable."""
+    from client import ZooClient
+
+    with ZooClient(server, token=token) as remote:
+        _print_labels(remote.promote(name, version, label, by), as_json)
+
+
+@models_app.command("rollback")
+def rollback(
+    name: str = typer.Argument(..., help="Model name on the server."),
+    label: str = typer.Option("stable", "--label", help="Label to move back."),
+    by: str | None = typer.Option(
+        None, "--by", help="Who asks, for the history. Defaults to your user name."
+    ),
+    server: str = SERVER_OPTION,
+    token: str | None = TOKEN_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Point a label (default stable) back at the version it had before."""
+    from client import ZooClient
+
+    with ZooClient(server, token=token) as remote:
+        _print_labels(remote.rollback(name, label, by), as_json)
+
+
+@models_app.command("labels")
+def labels(
+    name: str = typer.Argument(..., help="Model name on the server."),
+    server: str = SERVER_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A model's labels, its default version and who changed which label when."""
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        _print_labels(remote.labels(name), as_json)

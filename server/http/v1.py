@@ -24,7 +24,7 @@ from server.jobs_service import off_loop
 from zoo.errors import InvalidArgument, NotFound, Unavailable
 from zoo.jobs.datasets import Dataset
 from zoo.jobs.records import JobEvent
-from zoo.serving.dataplane import MAX_REQUEST_BATCH, ModelSummary
+from zoo.serving.dataplane import MAX_REQUEST_BATCH, ModelLabels, ModelSummary
 
 ZOO = "/zoo.v1."
 
@@ -46,7 +46,20 @@ def _summary(s: ModelSummary) -> dict[str, Any]:
         "top1_accuracy": spec.top1_accuracy if spec else None,
         "top5_accuracy": spec.top5_accuracy if spec else None,
         "execution_provider": s.provider or None,
+        "labels": dict(s.labels),
     }
+
+
+def _labels(state: ModelLabels) -> dict[str, Any]:
+    return {
+        "model": state.model,
+        **state.labels.to_dict(),
+        "default_version": state.default_version,
+    }
+
+
+def _peer(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else ""
 
 
 def _dataset(d: Dataset) -> dict[str, Any]:
@@ -160,6 +173,36 @@ def routes(services: Services) -> list[Route]:
             }
         )
 
+    async def labels(request: Request) -> Response:
+        return JSONResponse(_labels(await plane.labels(request.path_params["name"])))
+
+    async def promote(request: Request) -> Response:
+        token(request, ZOO + "ModelZoo/PromoteVersion")
+        body = await _json_object(request, services)
+        _known(body, {"version", "label", "by"})
+        if "version" not in body:
+            raise InvalidArgument('promote needs a version: a JSON body such as {"version": 2}')
+        state = await plane.promote(
+            request.path_params["name"],
+            _field(body, "version", int, 0),
+            _field(body, "label", str, ""),
+            _field(body, "by", str, ""),
+            _peer(request),
+        )
+        return JSONResponse(_labels(state))
+
+    async def rollback(request: Request) -> Response:
+        token(request, ZOO + "ModelZoo/RollbackLabel")
+        body = await read_json_object(request, services.body_limit, empty_ok=True)
+        _known(body, {"label", "by"})
+        state = await plane.rollback(
+            request.path_params["name"],
+            _field(body, "label", str, ""),
+            _field(body, "by", str, ""),
+            _peer(request),
+        )
+        return JSONResponse(_labels(state))
+
     async def list_datasets(request: Request) -> Response:
         datasets = await off_loop(io, services.datasets.datasets.list)
         return JSONResponse({"datasets": [_dataset(d) for d in datasets]})
@@ -260,6 +303,9 @@ def routes(services: Services) -> list[Route]:
         Route("/v1/models", models),
         Route("/v1/models/{name}", model),
         Route("/v1/models/{name}/classify", classify, methods=["POST"]),
+        Route("/v1/models/{name}/labels", labels),
+        Route("/v1/models/{name}/promote", promote, methods=["POST"]),
+        Route("/v1/models/{name}/rollback", rollback, methods=["POST"]),
         Route("/v1/datasets", list_datasets),
         Route("/v1/datasets", upload_dataset, methods=["POST"]),
         Route("/v1/datasets/{id}", get_dataset),

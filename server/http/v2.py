@@ -26,8 +26,9 @@ from zoo.serving.stats import Duration, ModelStats
 GRPC = "/inference.GRPCInferenceService/"
 
 
-def _ref(request: Request) -> tuple[str, int | None]:
-    """The model name and version (None: newest) of a /v2/models/{name}[/versions/{v}] path."""
+def _ref(request: Request) -> tuple[str, int | str | None]:
+    """The model name and version (a number, a label such as ``stable``, or None: the default
+    version) of a /v2/models/{name}[/versions/{v}] path."""
     version = request.path_params.get("version", "")
     return request.path_params["name"], convert.parse_version(version)
 
@@ -102,7 +103,8 @@ def routes(services: Services) -> list[Route]:
     async def model_config(request: Request) -> Response:
         name, version = _ref(request)
         model = await plane.model(name, version)
-        config = convert.model_config(model, plane.config.max_queue_delay_us).config
+        stable = plane.repository.labels(model.name).stable
+        config = convert.model_config(model, plane.config.max_queue_delay_us, stable).config
         answer = json_format.MessageToDict(config, preserving_proto_field_name=True)
         for tensor in (*answer.get("input", ()), *answer.get("output", ())):
             tensor["dims"] = [int(d) for d in tensor["dims"]]

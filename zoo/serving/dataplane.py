@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from zoo.catalog import get_spec, list_models
 from zoo.config import ServerConfig
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
+from zoo.labels import STABLE, Labels
 from zoo.manifest import Manifest, ManifestError
 from zoo.repository import Repository
 from zoo.serving.images import declared_pixels, decode_image
@@ -55,6 +57,16 @@ class ModelSummary:
     input_shape: tuple[int, ...]
     num_classes: int
     provider: str
+    labels: tuple[tuple[str, int], ...] = ()  # (label, version), by label
+
+
+@dataclass(frozen=True)
+class ModelLabels:
+    """A model's labels with what a request without a version gets (PromoteVersion & co)."""
+
+    model: str
+    labels: Labels
+    default_version: int
 
 
 class DataPlane:
@@ -86,7 +98,7 @@ class DataPlane:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- models ------------------------------------------------------------------
-    async def model(self, name: str, version: int | None = None) -> LoadedModel:
+    async def model(self, name: str, version: int | str | None = None) -> LoadedModel:
         """The loaded model, loading it on first use (on a thread: a load takes seconds)."""
         model = self.runtime.ready(name, version)
         if model is not None:
@@ -95,7 +107,8 @@ class DataPlane:
         return await loop.run_in_executor(self.executor, self.runtime.get, name, version)
 
     async def load(self, name: str) -> LoadedModel:
-        """Load the newest version of ``name``, reloading it if it is loaded (Triton's rule)."""
+        """Load the default version of ``name`` (``stable``, else the newest), reloading it if
+        it is loaded (Triton's rule)."""
         if name in self._loaded_names():
             await self.unload(name)
         return await self.model(name)
@@ -106,7 +119,7 @@ class DataPlane:
     def _loaded_names(self) -> set[str]:
         return {m.name for m in self.runtime.loaded()}
 
-    def model_ready(self, name: str, version: int | None = None) -> bool:
+    def model_ready(self, name: str, version: int | str | None = None) -> bool:
         state, _ = self.runtime.state(name, version)
         return state is ModelState.READY
 
@@ -155,6 +168,12 @@ class DataPlane:
                 spec = get_spec(catalog_model)
             except NotFound:
                 spec = None
+        labels: tuple[tuple[str, int], ...] = ()
+        if versions:
+            try:
+                labels = tuple(sorted(self.repository.labels(name).labels.items()))
+            except ZooError as e:  # an unreadable labels file must not break the listing
+                log.warning("model %s: %s", name, e)
         mine = [m for m in loaded if m.name == name]
         shape = manifest.input.shape if manifest else (-1, *(spec.input_shape if spec else ()))
         return ModelSummary(
@@ -167,13 +186,46 @@ class DataPlane:
             num_classes=len(manifest.labels if manifest else ())
             or (spec.num_classes if spec else 0),
             provider=mine[-1].provider if mine else "",
+            labels=labels,
         )
+
+    # -- labels ------------------------------------------------------------------
+    async def labels(self, name: str) -> ModelLabels:
+        return await self._off_loop(lambda: self._model_labels(name, self.repository.labels(name)))
+
+    async def promote(
+        self, name: str, version: int, label: str = "", by: str = "", peer: str = ""
+    ) -> ModelLabels:
+        """Point ``label`` (default stable) at ``version``. The next request without a version
+        resolves the labels again (``Runtime.get``), so it is served by the new stable."""
+        return await self._off_loop(
+            lambda: self._model_labels(
+                name, self.repository.set_label(name, label or STABLE, version, by=by, peer=peer)
+            )
+        )
+
+    async def rollback(
+        self, name: str, label: str = "", by: str = "", peer: str = ""
+    ) -> ModelLabels:
+        """Point ``label`` (default stable) back at the version it had before."""
+        return await self._off_loop(
+            lambda: self._model_labels(
+                name, self.repository.rollback(name, label or STABLE, by=by, peer=peer)
+            )
+        )
+
+    def _model_labels(self, name: str, labels: Labels) -> ModelLabels:
+        return ModelLabels(name, labels, self.repository.default_version(name))
+
+    async def _off_loop(self, call: Callable[[], ModelLabels]) -> ModelLabels:
+        """A repository call that reads or fsyncs files, on a worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     # -- inference ---------------------------------------------------------------
     async def infer(
         self,
         name: str,
-        version: int | None,
+        version: int | str | None,
         inputs: dict[str, np.ndarray],
         outputs: list[str] | None = None,
         deadline: float | None = None,
@@ -231,7 +283,7 @@ class DataPlane:
         return array
 
     async def classify(
-        self, name: str, version: int | None, images: list[bytes], top_k: int = 5
+        self, name: str, version: int | str | None, images: list[bytes], top_k: int = 5
     ) -> tuple[LoadedModel, list[list[Prediction]]]:
         """Encoded images -> the top-k labels of each, highest score first."""
         if not images:

@@ -4,8 +4,12 @@ A ``LoadedModel`` owns everything one served version needs: its ONNX Runtime ses
 thread plan (``ServingPlan``, fixed at load) and its dynamic batcher. The ``Runtime`` holds
 them, loads a version on first use or eagerly (warmed up), and unloads it in one place
 (``LoadedModel.close``), whether by request, under the memory budget (least recently used
-first) or because a newer version of the model was loaded: the batcher stops taking requests
-(they get UNAVAILABLE, retry), queued ones fail the same way, and a batch computing finishes.
+first, versions no label points at before labelled ones) or because the model's default
+version (``stable``, else the newest; ``zoo.labels``) was loaded and the older one is neither
+the default nor labelled: after a promote the next request without a version loads the new
+``stable`` and the one it replaced goes, unless a label such as ``candidate`` keeps it. The
+batcher stops taking requests (they get UNAVAILABLE, retry), queued ones fail the same way,
+and a batch computing finishes.
 Execution providers are chosen once at start-up from what this ONNX Runtime build offers and
 what the configuration allows: TensorRT, then CUDA, then CPU.
 
@@ -34,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from zoo.config import ServerConfig, cpu_quota, usable_cpus
-from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, ZooError
 from zoo.manifest import DEFAULT_MAX_BATCH, Manifest, ManifestError
 from zoo.repository import ModelVersion, Repository
 from zoo.serving.batching import DynamicBatcher
@@ -297,7 +301,7 @@ class Runtime:
         log.info("execution providers in order of preference: %s", ", ".join(self.providers))
 
     # -- state ---------------------------------------------------------------------
-    def state(self, name: str, version: int | None = None) -> tuple[ModelState, str]:
+    def state(self, name: str, version: int | str | None = None) -> tuple[ModelState, str]:
         """(state, reason) of a version; an unknown model raises NotFound."""
         mv = self.repository.get(name, version)
         key = (mv.model, mv.version)
@@ -315,7 +319,7 @@ class Runtime:
             return list(self._loaded.values())
 
     # -- loading -------------------------------------------------------------------
-    def ready(self, name: str, version: int | None = None) -> LoadedModel | None:
+    def ready(self, name: str, version: int | str | None = None) -> LoadedModel | None:
         """The model if it is loaded, else None; never blocks on a load."""
         mv = self.repository.get(name, version)
         with self._lock:
@@ -329,8 +333,12 @@ class Runtime:
             self._loaded.move_to_end(key)
         return model
 
-    def get(self, name: str, version: int | None = None) -> LoadedModel:
-        """The ready model, loading it first if needed (blocking; call from a thread)."""
+    def get(self, name: str, version: int | str | None = None) -> LoadedModel:
+        """The ready model, loading it first if needed (blocking; call from a thread).
+
+        ``version``: a number, a label, or None for the default version (``stable``, else
+        the newest), resolved again on every call so that a promote applies to the next one.
+        """
         mv = self.repository.get(name, version)
         key = (mv.model, mv.version)
         with self._lock:
@@ -342,9 +350,9 @@ class Runtime:
             with self._lock:
                 if key in self._loaded:
                     return self._loaded[key]
-            return self._load(mv, newest=version is None)
+            return self._load(mv, default=version is None)
 
-    def _load(self, mv: ModelVersion, *, newest: bool) -> LoadedModel:
+    def _load(self, mv: ModelVersion, *, default: bool) -> LoadedModel:
         import onnxruntime as ort
 
         key = (mv.model, mv.version)
@@ -401,9 +409,12 @@ class Runtime:
         with self._lock:
             self._failed.pop(key, None)
             self._loaded[key] = model
-            if newest:  # a newer version replaces the older ones (Triton's latest policy)
-                for old in [k for k in self._loaded if k[0] == mv.model and k[1] < mv.version]:
-                    self._drop(old, "a newer version was loaded")
+            if default:  # the default replaces the others but labelled ones (Triton's policy)
+                kept = self._labelled(mv.model)
+                for old in [
+                    k for k in self._loaded if k[0] == mv.model and k != key and k[1] not in kept
+                ]:
+                    self._drop(old, f"version {mv.version}, the default, was loaded")
             self._enforce_budget(keep=key)
         log.info(
             "loaded model %s version %s on %s in %.2f s",
@@ -421,18 +432,31 @@ class Runtime:
         log.info("unloaded model %s version %s (%s)", key[0], key[1], why)
         return model
 
+    def _labelled(self, name: str) -> set[int]:
+        """Versions of ``name`` a label points at, and its default version."""
+        try:
+            labels = self.repository.labels(name)
+            return {*labels.labels.values(), self.repository.default_version(name)}
+        except ZooError as e:  # an unreadable labels file must not stop serving
+            log.warning("model %s: labels not readable (%s)", name, e)
+            return set()
+
     def _enforce_budget(self, keep: tuple[str, int]) -> None:
+        """Drop least recently used versions until the loaded ones fit the budget: first the
+        versions no label points at, then, only if that is not enough, labelled ones."""
         if not self.memory_budget_bytes:
             return
         total = sum(m.size_bytes for m in self._loaded.values())
-        for key in list(self._loaded):
+        kept = {n: self._labelled(n) for n in {k[0] for k in self._loaded}}
+        unlabelled = [k for k in self._loaded if k[1] not in kept[k[0]]]
+        labelled = [k for k in self._loaded if k[1] in kept[k[0]]]
+        why = f"least recently used; memory budget {self.memory_budget_bytes // 2**20} MB"
+        for key in [*unlabelled, *labelled]:
             if total <= self.memory_budget_bytes:
                 break
             if key == keep:
                 continue
-            total -= self._drop(
-                key, f"least recently used; memory budget {self.memory_budget_bytes // 2**20} MB"
-            ).size_bytes
+            total -= self._drop(key, why).size_bytes
 
     def unload(self, name: str) -> list[LoadedModel]:
         """Drop every loaded version of ``name``; returns the versions dropped."""
