@@ -157,7 +157,7 @@ class DeleteDatasetResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class FineTuneParams(_message.Message):
-    __slots__ = ("epochs", "fine_tune_epochs", "learning_rate", "fine_tune_learning_rate", "batch_size", "image_size", "unfreeze", "augment", "validation_split", "patience", "dropout", "seed", "weights", "mixed_precision", "base_kwargs")
+    __slots__ = ("epochs", "fine_tune_epochs", "learning_rate", "fine_tune_learning_rate", "batch_size", "image_size", "unfreeze", "augment", "validation_split", "patience", "dropout", "seed", "weights", "mixed_precision", "base_kwargs", "promote")
     class BaseKwargsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,7 @@ class FineTuneParams(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     MIXED_PRECISION_FIELD_NUMBER: _ClassVar[int]
     BASE_KWARGS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     fine_tune_epochs: int
     learning_rate: float
@@ -195,7 +196,8 @@ class FineTuneParams(_message.Message):
     weights: str
     mixed_precision: bool
     base_kwargs: _containers.ScalarMap[str, float]
-    def __init__(self, epochs: _Optional[int] = ..., fine_tune_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., fine_tune_learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., unfreeze: _Optional[float] = ..., augment: _Optional[bool] = ..., validation_split: _Optional[float] = ..., patience: _Optional[int] = ..., dropout: _Optional[float] = ..., seed: _Optional[int] = ..., weights: _Optional[str] = ..., mixed_precision: _Optional[bool] = ..., base_kwargs: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    promote: str
+    def __init__(self, epochs: _Optional[int] = ..., fine_tune_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., fine_tune_learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., unfreeze: _Optional[float] = ..., augment: _Optional[bool] = ..., validation_split: _Optional[float] = ..., patience: _Optional[int] = ..., dropout: _Optional[float] = ..., seed: _Optional[int] = ..., weights: _Optional[str] = ..., mixed_precision: _Optional[bool] = ..., base_kwargs: _Optional[_Mapping[str, float]] = ..., promote: _Optional[str] = ...) -> None: ...
 
 class CreateFineTuneJobRequest(_message.Message):
     __slots__ = ("base_model", "dataset_id", "output_model", "params", "allow_other_source")

@@ -178,3 +178,55 @@ def test_priorities_are_checked_against_the_levels_and_default_to_a_level() -> N
         levels.queue_position(4)
     with pytest.raises(InvalidArgument, match="default_priority_level must be between 0 and"):
         plan(priority_levels=1, default_priority_level=2)
+
+
+def test_the_default_version_follows_stable_and_labelled_versions_stay(tmp_path: Path) -> None:
+    from versions import onnxruntime_logits, pixels, publish_versions
+
+    repository = Repository(tmp_path)
+    files = publish_versions(repository, "twin", 3)
+    runtime = Runtime(repository, ServerConfig(repository=tmp_path, providers=("cpu",)))
+    image = pixels()
+
+    def answer(version: int | str | None = None) -> tuple[int, np.ndarray]:
+        model = runtime.get("twin", version)
+        return model.version, model.run({"image": image})["logits"]
+
+    def loaded() -> list[int]:
+        return sorted(m.version for m in runtime.loaded())
+
+    assert answer()[0] == 3  # no labels: the newest
+    assert answer(1)[0] == 1
+    assert answer()[0] == 3 and loaded() == [1, 3]
+    repository.set_label("twin", "stable", 1)
+    repository.set_label("twin", "candidate", 3)
+    version, logits = answer()  # the next request follows the promote, no restart
+    assert version == 1
+    np.testing.assert_allclose(logits, onnxruntime_logits(files[0], image), rtol=1e-5)
+    assert loaded() == [1, 3]  # already loaded: nothing dropped
+    assert answer(2)[0] == 2 and loaded() == [1, 2, 3]
+    repository.set_label("twin", "stable", 2)
+    runtime.unload("twin")
+    assert answer()[0] == 2
+    assert answer(1)[0] == 1 and answer("candidate")[0] == 3
+    repository.set_label("twin", "stable", 1)
+    assert answer()[0] == 1  # loaded already: the others stay until a default load
+    runtime.unload("twin")
+    answer(2), answer(3)
+    assert answer()[0] == 1  # loading the default drops 2 (no label) but keeps the candidate
+    assert loaded() == [1, 3]
+
+
+def test_the_memory_budget_drops_unlabelled_versions_first(tmp_path: Path) -> None:
+    from versions import publish_versions
+
+    repository = Repository(tmp_path)
+    publish_versions(repository, "twin", 3)
+    runtime = Runtime(repository, ServerConfig(repository=tmp_path, providers=("cpu",)))
+    repository.set_label("twin", "stable", 1)
+    size = runtime.get("twin").size_bytes
+    runtime.memory_budget_bytes = int(2.5 * size)
+    runtime.get("twin", 3)
+    runtime.get("twin", 2)  # over budget: the least recently used is stable, but 3 goes
+    assert sorted(m.version for m in runtime.loaded()) == [1, 2]
+    assert runtime.state("twin", "stable")[0].value == "READY"

@@ -19,9 +19,11 @@ from typing import Any
 from zoo.catalog import get_spec
 from zoo.errors import Cancelled, ZooError
 from zoo.jobs.datasets import DatasetStore
+from zoo.jobs.promotion import label_published
 from zoo.jobs.records import EventType, ExportJobSpec, FineTuneJobSpec, Job, JobKind, JobState
 from zoo.jobs.store import JobStore
 from zoo.lifetime import die_with_parent
+from zoo.repository import Repository
 
 _stop_requested = False
 
@@ -82,9 +84,14 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
         progress=lambda _stage, message: report("log", {"message": message}),
         should_stop=should_stop,
     )
+    labels = label_published(
+        Repository(setup["repository"]), exported.model, exported.version, params.promote, job.id
+    )
+    report("log", {"message": f"version {exported.version} labelled {', '.join(labels)}"})
     return {
         "model": exported.model,
         "version": exported.version,
+        "labels": labels,
         "val_accuracy": result.val_accuracy,
         "confusion_matrix": result.confusion_matrix,
         "class_names": result.class_names,

@@ -28,6 +28,7 @@ import numpy as np
 from zoo.catalog import ModelSpec
 from zoo.catalog.weights import WeightsSource
 from zoo.errors import Cancelled, InvalidArgument
+from zoo.jobs.promotion import validate_promote
 
 Report = Callable[[str, dict[str, Any]], None]  # (event type, payload)
 ShouldStop = Callable[[], bool]
@@ -52,6 +53,7 @@ class FineTuneParams:
     weights: str | None = "imagenet"  # the base's weights: imagenet or none
     mixed_precision: bool = False  # only used on a GPU
     base_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"alpha": 0.35}
+    promote: str = "never"  # never or always: label the result stable too (zoo.jobs.promotion)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FineTuneParams:
@@ -88,6 +90,7 @@ class FineTuneParams:
                 raise InvalidArgument(
                     f"{name} must be {expected}; received {getattr(self, name)!r}"
                 )
+        validate_promote(self.promote)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

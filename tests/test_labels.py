@@ -1,0 +1,329 @@
+"""Version labels: stored atomically with their history, followed by the runtime, the servers
+(gRPC and REST, through tritonclient), the SDK and the CLI, and Triton's version policy."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from versions import onnxruntime_logits, pixels, publish_versions
+
+from zoo import labels as version_labels
+from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
+from zoo.jobs.promotion import label_published, validate_promote
+from zoo.jobs.training import FineTuneParams
+from zoo.labels import validate_label
+from zoo.repository import Repository
+
+
+@pytest.fixture
+def twin(tmp_path: Path) -> tuple[Repository, list[Path]]:
+    repository = Repository(tmp_path / "repo")
+    return repository, publish_versions(repository, "twin", 3)
+
+
+def policy(repository: Repository, name: str) -> object:
+    """The version policy of ``name``'s config.pbtxt, parsed with Triton's own schema."""
+    from google.protobuf import text_format
+
+    from protos import model_config_pb2 as mc
+
+    config = text_format.Parse((repository.root / name / "config.pbtxt").read_text(), mc.ModelConfig())
+    return config.version_policy
+
+
+@pytest.mark.parametrize("label", ["stable", "candidate", "a", "canary-2", "ab_c", "x" * 32])
+def test_valid_labels(label: str) -> None:
+    assert validate_label(label) == label
+
+
+@pytest.mark.parametrize(
+    "label", ["", "3", "-1", "1abc", "Stable", "has space", "x" * 33, "é", "a/b", None, 3]
+)
+def test_invalid_labels_say_what_is_allowed(label: object) -> None:
+    with pytest.raises(InvalidArgument, match="a-z 0-9 _ -, starting with a letter"):
+        validate_label(label)
+
+
+def test_default_is_newest_until_a_stable_label_exists(twin: tuple[Repository, list[Path]]) -> None:
+    repository, _ = twin
+    assert repository.get("twin").version == 3  # no labels: newest wins, as before
+    assert repository.labels("twin").labels == {}
+    assert policy(repository, "twin").latest.num_versions == 1
+
+    labels = repository.set_label("twin", "stable", 1, by="alice", peer="ipv4:10.0.0.1:5")
+    assert labels.labels == {"stable": 1}
+    assert repository.get("twin").version == 1
+    assert repository.get("twin", "stable").version == 1
+    assert repository.get("twin", 2).version == 2  # a number still pins a version
+    (change,) = labels.history
+    assert (change.label, change.version, change.previous, change.action) == (
+        "stable", 1, None, "promote",
+    )
+    assert (change.by, change.peer) == ("alice", "ipv4:10.0.0.1:5")
+    assert change.at.endswith("+00:00")
+    # Triton serves stable alone, so its answer to an unversioned request is the same version
+    assert list(policy(repository, "twin").specific.versions) == [1]
+    # a version published later is not served by Triton by default either
+    publish_versions(Repository(repository.root), "twin", 1)  # version 4
+    assert repository.get("twin").version == 1
+    assert list(policy(repository, "twin").specific.versions) == [1]
+
+    with pytest.raises(NotFound, match=r"no version labelled 'canary' \(labels: stable -> 1\)"):
+        repository.get("twin", "canary")
+    with pytest.raises(NotFound, match="has no version 9"):
+        repository.set_label("twin", "stable", 9)
+    with pytest.raises(InvalidArgument, match="invalid label 'Bad'"):
+        repository.set_label("twin", "Bad", 1)
+    with pytest.raises(NotFound, match="model 'ghost' is not in"):
+        repository.set_label("ghost", "stable", 1)
+
+
+def test_promote_is_idempotent_and_rollback_walks_back(twin: tuple[Repository, list[Path]]) -> None:
+    repository, _ = twin
+    with pytest.raises(FailedPrecondition, match="no earlier version to roll back to"):
+        repository.rollback("twin")
+    repository.set_label("twin", "stable", 1)
+    repository.set_label("twin", "stable", 1)  # the same again: no new history entry
+    repository.set_label("twin", "stable", 2)
+    repository.set_label("twin", "candidate", 3)
+    labels = repository.set_label("twin", "stable", 3)
+    assert len(labels.history) == 4
+    assert repository.rollback("twin", by="bob").labels == {"stable": 2, "candidate": 3}
+    labels = repository.rollback("twin")  # a second rollback goes back one more step
+    assert labels.labels["stable"] == 1
+    assert [(c.action, c.version, c.previous) for c in labels.history[-2:]] == [
+        ("rollback", 2, 3), ("rollback", 1, 2),
+    ]
+    assert labels.history[-2].by == "bob"
+    with pytest.raises(FailedPrecondition, match="label 'stable' has no earlier version"):
+        repository.rollback("twin")
+    with pytest.raises(FailedPrecondition, match="label 'candidate' has no earlier version"):
+        repository.rollback("twin", "candidate")
+    assert list(policy(repository, "twin").specific.versions) == [1]
+    # what is on disk is what was returned, read by a fresh reader
+    stored = json.loads((repository.root / "twin" / "labels.json").read_text())
+    assert stored["labels"] == {"candidate": 3, "stable": 1}
+    assert len(stored["history"]) == 6
+
+
+def test_a_failed_rename_leaves_the_old_labels(
+    twin: tuple[Repository, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repository, _ = twin
+    repository.set_label("twin", "stable", 1)
+    path = repository.root / "twin" / "labels.json"
+    before = path.read_bytes()
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(version_labels.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        repository.set_label("twin", "stable", 2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert not [p.name for p in path.parent.iterdir() if p.name.startswith(".labels.json.")]
+    assert Repository(repository.root).get("twin").version == 1
+    assert list(policy(repository, "twin").specific.versions) == [1]
+
+
+def test_labels_written_by_another_process_are_seen(twin: tuple[Repository, list[Path]]) -> None:
+    repository, _ = twin
+    assert repository.get("twin").version == 3
+    Repository(repository.root).set_label("twin", "stable", 2)  # e.g. another server replica
+    assert repository.get("twin").version == 2
+    Repository(repository.root).set_label("twin", "stable", 1)
+    assert repository.get("twin").version == 1
+
+
+def test_a_broken_labels_file_is_a_clear_error(twin: tuple[Repository, list[Path]]) -> None:
+    repository, _ = twin
+    (repository.root / "twin" / "labels.json").write_text("{not json")
+    with pytest.raises(FailedPrecondition, match="not a valid labels file"):
+        repository.get("twin")
+
+
+def test_finetune_promote_parameter(twin: tuple[Repository, list[Path]]) -> None:
+    assert FineTuneParams().promote == "never"
+    assert FineTuneParams.from_dict({"promote": "always"}).promote == "always"
+    with pytest.raises(InvalidArgument, match="'if_better' is not available yet"):
+        FineTuneParams.from_dict({"promote": "if_better"})
+    with pytest.raises(InvalidArgument, match=r"promote must be one of \['never', 'always'\]"):
+        validate_promote("sometimes")
+    repository, _ = twin
+    assert label_published(repository, "twin", 2, "never", "job-1") == ["candidate"]
+    assert repository.get("twin").version == 3  # no stable: still the newest
+    assert label_published(repository, "twin", 3, "always", "job-2") == ["candidate", "stable"]
+    labels = repository.labels("twin")
+    assert labels.labels == {"candidate": 3, "stable": 3}
+    assert {c.by for c in labels.history} == {"job job-1", "job job-2"}
+
+
+def test_tiny_versions_answer_differently(twin: tuple[Repository, list[Path]]) -> None:
+    _, files = twin
+    image = pixels()
+    first, second = (onnxruntime_logits(f, image) for f in files[:2])
+    assert np.abs(first - second).max() > 1.0
+    assert os.path.getsize(files[0]) < 10_000
+
+
+# -- through a real server: tritonclient (gRPC and REST), the SDK, /v1 and the CLI ----------
+
+
+@pytest.fixture(scope="module")
+def labelled_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from conftest import TOKEN
+    from serving import start_server
+
+    root = tmp_path_factory.mktemp("labelled")
+    files = publish_versions(Repository(root / "repo"), "twin", 2)
+    workdir = tmp_path_factory.mktemp("labelled-server")
+
+    def start():  # type: ignore[no-untyped-def]
+        return start_server(root / "repo", workdir, "--token", TOKEN)
+
+    running = start()
+    state = {"server": running, "files": files, "start": start}
+    yield state
+    assert state["server"].stop() == 0, state["server"].log.read_text()[-3000:]
+
+
+def grpc_logits(address: str, version: str = "") -> np.ndarray:
+    import tritonclient.grpc as tc
+
+    with tc.InferenceServerClient(address) as triton:
+        image = tc.InferInput("image", [2, 8, 8, 3], "UINT8")
+        image.set_data_from_numpy(pixels())
+        return triton.infer("twin", [image], model_version=version).as_numpy("logits")
+
+
+def http_logits(url: str, version: str = "") -> np.ndarray:
+    import tritonclient.http as th
+
+    triton = th.InferenceServerClient(url.removeprefix("http://"))
+    try:
+        image = th.InferInput("image", [2, 8, 8, 3], "UINT8")
+        image.set_data_from_numpy(pixels(), binary_data=True)
+        return triton.infer("twin", [image], model_version=version).as_numpy("logits")
+    finally:
+        triton.close()
+
+
+def test_labels_through_the_server(labelled_server) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    import tritonclient.grpc as tc
+    from conftest import TOKEN
+    from tritonclient.utils import InferenceServerException
+
+    from client import ZooClient
+    from client import errors as client_errors
+
+    server, files = labelled_server["server"], labelled_server["files"]
+    v1, v2 = (onnxruntime_logits(f, pixels()) for f in files)
+
+    def same(answer: np.ndarray, expected: np.ndarray) -> None:
+        np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-5)
+
+    # no labels: the newest answers, as before labels existed
+    same(grpc_logits(server.address), v2)
+    same(http_logits(server.http_url), v2)
+
+    # promoting needs the token, over gRPC and /v1
+    with ZooClient(server.address) as anonymous:
+        with pytest.raises(client_errors.Unauthenticated, match="PromoteVersion needs"):
+            anonymous.promote("twin", 1)
+        with pytest.raises(client_errors.Unauthenticated):
+            anonymous.rollback("twin")
+        assert anonymous.labels("twin").labels == {}  # reading needs none
+    with httpx.Client(base_url=server.http_url, timeout=60) as http:
+        assert http.post("/v1/models/twin/promote", json={"version": 1}).status_code == 401
+
+    with ZooClient(server.address, token=TOKEN) as zoo:
+        state = zoo.promote("twin", 1, by="alice")
+        assert (state.labels, state.default_version) == ({"stable": 1}, 1)
+        (change,) = state.history
+        assert (change.by, change.action, change.previous) == ("alice", "promote", None)
+        assert change.peer.startswith(("ipv4:127.0.0.1:", "ipv6:"))
+        # the next request, without a version or with "stable", is served by version 1
+        same(grpc_logits(server.address), v1)
+        same(grpc_logits(server.address, "stable"), v1)
+        same(http_logits(server.http_url), v1)
+        same(http_logits(server.http_url, "stable"), v1)
+        same(grpc_logits(server.address, "2"), v2)  # a number still pins a version
+        same(zoo.infer("twin", pixels(), version="stable")["logits"], v1)
+        with tc.InferenceServerClient(server.address) as triton:
+            assert triton.is_model_ready("twin", "stable")
+            assert triton.get_model_metadata("twin", "stable").versions == ["1", "2"]
+            config = triton.get_model_config("twin").config
+            assert list(config.version_policy.specific.versions) == [1]
+        assert zoo.model("twin").labels == {"stable": 1}
+
+        # unknown labels: NOT_FOUND over gRPC, 404 over REST, with what exists
+        with pytest.raises(InferenceServerException) as info:
+            grpc_logits(server.address, "canary")
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        assert "no version labelled 'canary' (labels: stable -> 1)" in info.value.message()
+        with pytest.raises(InferenceServerException) as info:
+            http_logits(server.http_url, "canary")
+        assert info.value.status() == "404"
+        assert "no version labelled 'canary'" in info.value.message()
+        with httpx.Client(base_url=server.http_url, timeout=60) as http:
+            answer = http.get("/v2/models/twin/versions/canary/ready")
+            assert answer.status_code == 404 and "canary" in answer.json()["error"]
+            answer = http.get("/v2/models/twin/versions/Bad!/ready")
+            assert answer.status_code == 400 and "or a label" in answer.json()["error"]
+
+        # /v1: promote 2 as candidate, then stable; rollback back to 1
+        with httpx.Client(base_url=server.http_url, timeout=60) as http:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            answer = http.post(
+                "/v1/models/twin/promote", json={"version": 2, "label": "candidate"}, headers=auth
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["labels"] == {"candidate": 2, "stable": 1}
+            answer = http.post("/v1/models/twin/promote", json={"version": 2}, headers=auth)
+            assert answer.json()["default_version"] == 2
+            assert http.get("/v1/models/twin").json()["labels"] == {"candidate": 2, "stable": 2}
+            bad = http.post("/v1/models/twin/promote", json={"version": "2"}, headers=auth)
+            assert bad.status_code == 400 and "version must be a JSON int" in bad.text
+        same(grpc_logits(server.address), v2)
+        state = zoo.rollback("twin")
+        assert (state.labels["stable"], state.history[-1].action) == (1, "rollback")
+        same(grpc_logits(server.address), v1)
+        same(http_logits(server.http_url), v1)
+        with pytest.raises(client_errors.FailedPrecondition, match="no earlier version"):
+            zoo.rollback("twin")
+        with pytest.raises(client_errors.NotFound, match="has no version 7"):
+            zoo.promote("twin", 7)
+
+    # labels survive a restart: stable is still version 1
+    assert server.stop() == 0
+    server = labelled_server["server"] = labelled_server["start"]()
+    same(grpc_logits(server.address), v1)
+    with ZooClient(server.address) as zoo:
+        assert zoo.labels("twin").labels == {"candidate": 2, "stable": 1}
+        assert len(zoo.labels("twin").history) == 4
+
+
+def test_labels_through_the_cli(labelled_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import TOKEN, run_zoo
+
+    server = labelled_server["server"]
+    done = run_zoo("models", "promote", "twin", "2", "--label", "canary", "--server",
+                   server.address, "--token", TOKEN, "--by", "carol", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)
+    assert state["labels"]["canary"] == 2 and state["history"][-1]["by"] == "carol"
+    done = run_zoo("models", "labels", "twin", "--server", server.address)
+    assert done.returncode == 0, done.stderr
+    assert "canary -> 2" in done.stdout and "carol" in done.stdout
+    done = run_zoo("models", "rollback", "twin", "--label", "canary", "--server", server.address)
+    assert done.returncode == 1
+    assert "zoo: error: Unauthenticated" in done.stderr and "Traceback" not in done.stderr
+    done = run_zoo("models", "rollback", "twin", "--label", "canary", "--server",
+                   server.address, "--token", TOKEN)  # fmt: skip
+    assert done.returncode == 1 and "no earlier version to roll back to" in done.stderr
