@@ -76,6 +76,10 @@ def test_finetune_end_to_end(job_server, digits) -> None:
         # the running server serves the new model without any other step, and says what it is
         served = zoo.model("digits")
         assert served.versions == (1,) and served.num_classes == len(DIGIT_CLASSES)
+        # published as the candidate (promote defaults to never); no stable: it is the default
+        assert job.result["labels"] == ["candidate"] and served.labels == {"candidate": 1}
+        (change,) = zoo.labels("digits").history
+        assert change.by == f"job {job.id}"
         # a watch resumed after the 3rd event sees exactly the rest
         assert [e.seq for e in job.watch(after_event=3)] == [e.seq for e in events[3:]]
     manifest = json.loads((job_server_repository(job_server) / "digits/1/zoo.json").read_text())
@@ -210,6 +214,7 @@ def test_bad_uploads_and_job_requests(job_server, digits, tmp_path: Path) -> Non
                 "is the name of a catalog model",
             ),
             ({"epochs": -1}, errors.InvalidArgument, "epochs must be in 1..1000; received -1"),
+            ({"promote": "if_better"}, errors.InvalidArgument, "'if_better' is not available yet"),
             (
                 {"learning_rate": -0.1},
                 errors.InvalidArgument,

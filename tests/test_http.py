@@ -299,10 +299,11 @@ def test_oversized_bodies_are_refused_before_reading(http) -> None:
         ("GET", "/v2/models/mobilenetv2/versions/7", 404, "version 7"),
         (
             "GET",
-            "/v2/models/mobilenetv2/versions/x1/config",
+            "/v2/models/mobilenetv2/versions/X1/config",
             400,
             "model version must be empty or a whole number",
         ),
+        ("GET", "/v2/models/mobilenetv2/versions/x1/config", 404, "no version labelled 'x1'"),
         ("GET", "/v2/models/..%2F..%2Fetc/config", 404, "no such endpoint"),
         ("GET", "/v2/models/%2E%2E/config", 400, "invalid model name '..'"),
         ("GET", "/v2/models/.staging/ready", 400, "invalid model name '.staging'"),

@@ -31,7 +31,9 @@ def policy(repository: Repository, name: str) -> object:
 
     from protos import model_config_pb2 as mc
 
-    config = text_format.Parse((repository.root / name / "config.pbtxt").read_text(), mc.ModelConfig())
+    config = text_format.Parse(
+        (repository.root / name / "config.pbtxt").read_text(), mc.ModelConfig()
+    )
     return config.version_policy
 
 
@@ -61,7 +63,10 @@ def test_default_is_newest_until_a_stable_label_exists(twin: tuple[Repository, l
     assert repository.get("twin", 2).version == 2  # a number still pins a version
     (change,) = labels.history
     assert (change.label, change.version, change.previous, change.action) == (
-        "stable", 1, None, "promote",
+        "stable",
+        1,
+        None,
+        "promote",
     )
     assert (change.by, change.peer) == ("alice", "ipv4:10.0.0.1:5")
     assert change.at.endswith("+00:00")
@@ -96,7 +101,8 @@ def test_promote_is_idempotent_and_rollback_walks_back(twin: tuple[Repository, l
     labels = repository.rollback("twin")  # a second rollback goes back one more step
     assert labels.labels["stable"] == 1
     assert [(c.action, c.version, c.previous) for c in labels.history[-2:]] == [
-        ("rollback", 2, 3), ("rollback", 1, 2),
+        ("rollback", 2, 3),
+        ("rollback", 1, 2),
     ]
     assert labels.history[-2].by == "bob"
     with pytest.raises(FailedPrecondition, match="label 'stable' has no earlier version"):

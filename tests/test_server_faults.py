@@ -82,7 +82,8 @@ def with_input(datatype: str = "UINT8", shape=None, name: str = "image", raw: by
     [
         (lambda: infer_request(model_name="nosuch"), "NOT_FOUND", "model 'nosuch' is not in"),
         (lambda: infer_request(model_version="7"), "NOT_FOUND", "has no version 7; it has 1"),
-        (lambda: infer_request(model_version="x"), "INVALID_ARGUMENT", "received 'x'"),
+        (lambda: infer_request(model_version="X"), "INVALID_ARGUMENT", "received 'X'"),
+        (lambda: infer_request(model_version="x"), "NOT_FOUND", "no version labelled 'x'"),
         (lambda: with_input(name="pixels"), "INVALID_ARGUMENT", "one input 'image'; received ['pixels']"),
         (lambda: with_input(datatype="FP32", raw=bytes(64 * 64 * 3 * 4)), "INVALID_ARGUMENT",
          "must be UINT8; received float32"),
