@@ -327,9 +327,51 @@ def test_labels_through_the_cli(labelled_server, tmp_path: Path) -> None:  # typ
     done = run_zoo("models", "labels", "twin", "--server", server.address)
     assert done.returncode == 0, done.stderr
     assert "canary -> 2" in done.stdout and "carol" in done.stdout
+    done = run_zoo("models", "--server", server.address, "--json")
+    assert done.returncode == 0, done.stderr
+    (served,) = json.loads(done.stdout)
+    assert served["labels"] == {"candidate": 2, "canary": 2, "stable": 1}
     done = run_zoo("models", "rollback", "twin", "--label", "canary", "--server", server.address)
     assert done.returncode == 1
     assert "zoo: error: Unauthenticated" in done.stderr and "Traceback" not in done.stderr
     done = run_zoo("models", "rollback", "twin", "--label", "canary", "--server",
                    server.address, "--token", TOKEN)  # fmt: skip
     assert done.returncode == 1 and "no earlier version to roll back to" in done.stderr
+
+
+def test_labels_through_the_async_sdk_and_classify(labelled_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import io
+
+    from conftest import TOKEN
+    from PIL import Image
+
+    from client import AsyncZooClient, ZooClient
+    from client import errors as client_errors
+
+    server = labelled_server["server"]
+
+    async def scenario() -> None:
+        async with AsyncZooClient(server.address, token=TOKEN) as zoo:
+            state = await zoo.promote("twin", 2, label="beta", by="dave")
+            assert state.labels["beta"] == 2 and state.history[-1].by == "dave"
+            state = await zoo.promote("twin", 1, label="beta")
+            assert (await zoo.labels("twin")).labels["beta"] == 1
+            state = await zoo.rollback("twin", label="beta")
+            assert state.labels["beta"] == 2 and state.history[-1].action == "rollback"
+            with pytest.raises(client_errors.InvalidArgument, match="invalid label 'Beta'"):
+                await zoo.promote("twin", 1, label="Beta")
+
+    asyncio.run(scenario())
+    buffer = io.BytesIO()
+    Image.fromarray(pixels(1)[0]).save(buffer, format="PNG")
+    with ZooClient(server.address, token=TOKEN) as zoo:
+        assert zoo.promote("twin", 1).stable == 1
+        by_label = zoo.classify(buffer.getvalue(), "twin", version="stable", top_k=4)
+        by_number = zoo.classify(buffer.getvalue(), "twin", version=1, top_k=4)
+        other = zoo.classify(buffer.getvalue(), "twin", version=2, top_k=4)
+        assert not isinstance(by_label, list) and not isinstance(by_number, list)
+        assert by_label.version == 1 and by_label.predictions == by_number.predictions
+        assert other.version == 2 and other.predictions != by_label.predictions
+        with pytest.raises(client_errors.NotFound, match="no version labelled 'gamma'"):
+            zoo.classify(buffer.getvalue(), "twin", version="gamma", top_k=4)

@@ -40,13 +40,15 @@ def served_models(address: str, pattern: str, as_json: bool) -> None:
         print_json([dataclasses.asdict(m) for m in served])
         return
     table = Table(title=f"{len(served)} models served by {address}", box=box.SIMPLE_HEAD)
-    for column in ("Model", "Catalog model", "Versions", "Loaded", "Input", "Classes", "Provider"):
+    columns = ("Model", "Catalog model", "Versions", "Labels", "Loaded", "Input", "Classes")
+    for column in (*columns, "Provider"):
         table.add_column(column, no_wrap=True)
     for m in served:
         table.add_row(
             m.name,
             m.catalog_model or "-",
             ",".join(map(str, m.versions)),
+            ",".join(f"{k}={v}" for k, v in sorted(m.labels.items())) or "-",
             ",".join(map(str, m.loaded_versions)) or "-",
             "x".join(map(str, m.input_shape)),
             str(m.num_classes),
