@@ -232,7 +232,8 @@ def refuse_load_parameters(parameters: Collection[str]) -> None:
         names = ", ".join(repr(clip(k, 40)) for k in sorted(parameters)[:5])
         raise InvalidArgument(
             f"RepositoryModelLoad parameters are not supported (received {names}); this server "
-            "loads the model's newest version from its repository as exported"
+            "loads the model's default version (stable, else the newest) from its repository as "
+            "exported"
         )
 
 

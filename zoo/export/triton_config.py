@@ -48,6 +48,9 @@ def render_config(
         "input [\n" + ",\n".join(_tensor_block(s) for s in inputs) + "\n]",
         "output [\n" + ",\n".join(_tensor_block(s) for s in outputs) + "\n]",
         f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}",
+        # A new model has no labels, so its default is the newest; once a version is labelled
+        # stable, the repository rewrites this line to serve stable alone (the reason is in
+        # zoo.labels.triton_version_policy).
         "version_policy: { latest: { num_versions: 1 } }",
     ]
     return "\n".join(lines) + "\n"
