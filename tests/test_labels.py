@@ -181,7 +181,7 @@ def test_tiny_versions_answer_differently(twin: tuple[Repository, list[Path]]) -
 
 
 @pytest.fixture(scope="module")
-def labelled_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def labelled_server(tmp_path_factory: pytest.TempPathFactory):
     from conftest import TOKEN
     from serving import start_server
 
@@ -189,7 +189,7 @@ def labelled_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     files = publish_versions(Repository(root / "repo"), "twin", 2)
     workdir = tmp_path_factory.mktemp("labelled-server")
 
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return start_server(root / "repo", workdir, "--token", TOKEN)
 
     running = start()
@@ -219,7 +219,7 @@ def http_logits(url: str, version: str = "") -> np.ndarray:
         triton.close()
 
 
-def test_labels_through_the_server(labelled_server) -> None:  # type: ignore[no-untyped-def]
+def test_labels_through_the_server(labelled_server) -> None:
     import httpx
     import tritonclient.grpc as tc
     from conftest import TOKEN
@@ -315,7 +315,7 @@ def test_labels_through_the_server(labelled_server) -> None:  # type: ignore[no-
         assert len(zoo.labels("twin").history) == 4
 
 
-def test_labels_through_the_cli(labelled_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_labels_through_the_cli(labelled_server, tmp_path: Path) -> None:
     from conftest import TOKEN, run_zoo
 
     server = labelled_server["server"]
@@ -339,7 +339,7 @@ def test_labels_through_the_cli(labelled_server, tmp_path: Path) -> None:  # typ
     assert done.returncode == 1 and "no earlier version to roll back to" in done.stderr
 
 
-def test_labels_through_the_async_sdk_and_classify(labelled_server) -> None:  # type: ignore[no-untyped-def]
+def test_labels_through_the_async_sdk_and_classify(labelled_server) -> None:
     import asyncio
     import io
 

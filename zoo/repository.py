@@ -108,7 +108,7 @@ class Repository:
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.root = Path(root)
         self._listing: dict[str, tuple[int, list[int]]] = {}
-        self._labels: dict[str, tuple[tuple[int, int], Labels]] = {}
+        self._labels: dict[str, tuple[tuple[int, int, int], Labels]] = {}
         if self.root.exists() and not self.root.is_dir():
             raise InvalidArgument(
                 f"repository path {str(self.root)!r} is a file; expected a directory"
@@ -203,8 +203,9 @@ class Repository:
         """The labels of ``model`` (an unknown model: NotFound).
 
         Read on every request without a version, so the parsed file is cached and read again
-        when its inode or modification time changes: each write renames a new file into
-        place, so the next request after a promote, from this process or another, sees it.
+        when its inode, modification time or size changes: each write renames a new file into
+        place, one history entry longer, so the next request after a promote, from this
+        process or another, sees it (even if the inode is reused within a timestamp tick).
         """
         validate_model_name(model)
         model_dir = self.root / model
@@ -213,7 +214,7 @@ class Repository:
         except FileNotFoundError:
             self.versions(model)  # NotFound for an unknown model
             return Labels()
-        stamp = (st.st_ino, st.st_mtime_ns)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         cached = self._labels.get(model)
         if cached is not None and cached[0] == stamp:
             return cached[1]
