@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from versions import onnxruntime_logits, pixels, publish_versions
 
 from zoo import labels as version_labels
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
-from zoo.jobs.promotion import label_published, validate_promote
+from zoo.jobs.promotion import decide, label_published, validate_promote
 from zoo.jobs.training import FineTuneParams
 from zoo.labels import validate_label
 from zoo.repository import Repository
@@ -161,12 +162,45 @@ def test_finetune_promote_parameter(twin: tuple[Repository, list[Path]]) -> None
     with pytest.raises(InvalidArgument, match=r"promote must be one of \['never', 'always'\]"):
         validate_promote("sometimes")
     repository, _ = twin
-    assert label_published(repository, "twin", 2, "never", "job-1") == ["candidate"]
+    promotion = label_published(repository, "twin", 2, "never", "job-1")
+    assert promotion.labels == ("candidate",) and not promotion.promoted
+    assert promotion.reason == "promote is never: version 2 is the candidate; no version is stable"
     assert repository.get("twin").version == 3  # no stable: still the newest
-    assert label_published(repository, "twin", 3, "always", "job-2") == ["candidate", "stable"]
+    promotion = label_published(repository, "twin", 3, "always", "job-2")
+    assert promotion.labels == ("candidate", "stable")
     labels = repository.labels("twin")
     assert labels.labels == {"candidate": 3, "stable": 3}
     assert {c.by for c in labels.history} == {"job job-1", "job job-2"}
+
+
+def test_if_better_compares_test_accuracy_with_stable() -> None:
+    measured: list[int] = []
+
+    def stable_accuracy(value: float | None) -> Callable[[], float | None]:
+        def measure() -> float | None:
+            measured.append(1)
+            return value
+
+        return measure
+
+    assert decide("if_better", 4, None, 0.5, stable_accuracy(0.9)) == (
+        True,
+        "no version was stable: version 4 is now",
+    )
+    promote, why = decide("if_better", 4, 2, 0.91, stable_accuracy(0.9))
+    assert promote and why.startswith("test accuracy 0.9100 is above stable version 2's 0.9000")
+    promote, why = decide("if_better", 4, 2, 0.9, stable_accuracy(0.9))
+    assert not promote and "is not above stable version 2's 0.9000" in why
+    promote, why = decide("if_better", 4, 2, None, stable_accuracy(0.9))
+    assert not promote and why == "version 4 has no test report; stable stays at version 2"
+    promote, why = decide("if_better", 4, 2, 0.9, stable_accuracy(None))
+    assert not promote and "cannot be tested on this job's test images" in why
+    assert len(measured) == 3  # only when there is something to compare
+    assert decide("always", 4, 2, None, stable_accuracy(1.0))[0]
+    assert decide("never", 4, 2, 1.0, stable_accuracy(0.0)) == (
+        False,
+        "promote is never: version 4 is the candidate; stable stays at version 2",
+    )
 
 
 def test_tiny_versions_answer_differently(twin: tuple[Repository, list[Path]]) -> None:

@@ -84,14 +84,15 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
         progress=lambda _stage, message: report("log", {"message": message}),
         should_stop=should_stop,
     )
-    labels = label_published(
+    promotion = label_published(
         Repository(setup["repository"]), exported.model, exported.version, params.promote, job.id
     )
-    report("log", {"message": f"version {exported.version} labelled {', '.join(labels)}"})
+    report("log", {"message": promotion.reason})
     return {
         "model": exported.model,
         "version": exported.version,
-        "labels": labels,
+        "labels": list(promotion.labels),
+        "promotion": promotion.reason,
         "val_accuracy": result.val_accuracy,
         "confusion_matrix": result.confusion_matrix,
         "class_names": result.class_names,
