@@ -331,8 +331,14 @@ def test_labels_through_the_server(labelled_server) -> None:
             bad = http.post("/v1/models/twin/promote", json={"version": "2"}, headers=auth)
             assert bad.status_code == 400 and "version must be a JSON int" in bad.text
         same(grpc_logits(server.address), v2)
-        state = zoo.rollback("twin")
-        assert (state.labels["stable"], state.history[-1].action) == (1, "rollback")
+        with httpx.Client(base_url=server.http_url, timeout=60) as http:
+            answer = http.post("/v1/models/twin/rollback", headers=auth)  # no body: stable
+            assert answer.status_code == 200, answer.text
+            change = answer.json()["history"][-1]
+            assert (change["action"], change["version"], change["previous"]) == ("rollback", 1, 2)
+            assert change["peer"].startswith("127.0.0.1:")
+        state = zoo.labels("twin")
+        assert (state.labels["stable"], state.default_version) == (1, 1)
         same(grpc_logits(server.address), v1)
         same(http_logits(server.http_url), v1)
         with pytest.raises(client_errors.FailedPrecondition, match="no earlier version"):
