@@ -316,6 +316,9 @@ def test_finetune_job_page_follows_the_job_live(
 
     def ended() -> bool:
         seen.append(int(note.get_attribute("data-epochs") or 0))
+        running = text_of(page, 'dd[data-key="state"]') == "RUNNING"
+        if running and seen[-1] >= 2 and not (screenshots / "job-running.png").exists():
+            shoot(page, screenshots, "job-running")  # mid-run: progress, ETA, curves so far
         for bar in rows(page, "#job-progress .progress"):
             bars.append(int(bar.get_attribute("aria-valuenow")))
         return text_of(page, 'dd[data-key="state"]') in ("SUCCEEDED", "FAILED", "CANCELLED")

@@ -37,14 +37,15 @@ function chartData(progress, metric) {
   return [xs, ...series];
 }
 
-function makeChart(target, title, metric) {
+// The x axis spans every planned epoch from the start, so that the curve grows into it.
+function makeChart(target, title, metric, planned) {
   const width = () => Math.max(260, Math.min(600, target.clientWidth || 600));
   const options = {
     title,
     width: width(),
     height: 240,
-    scales: { x: { time: false } },
-    axes: [{ label: "epoch" }, { label: metric }],
+    scales: { x: { time: false, range: (u, min, max) => [1, Math.max(2, max || 1, planned())] } },
+    axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }, { label: metric }],
     series: [
       { label: "epoch" },
       ...SERIES.map(([, , label, stroke]) => ({
@@ -115,8 +116,9 @@ export function render(main, jobId) {
     h("div", { class: "two" },
       h("section", {}, h("h2", {}, "Parameters"), paramsBox),
       h("section", {}, h("h2", {}, "Log"), log)));
-  const lossChart = makeChart(lossTarget, "loss", "loss");
-  const accChart = makeChart(accTarget, "accuracy", "accuracy");
+  const planned = () => (progress ? progress.total : 1);
+  const lossChart = makeChart(lossTarget, "loss", "loss", planned);
+  const accChart = makeChart(accTarget, "accuracy", "accuracy", planned);
 
   function drawHeader() {
     const facts = [
