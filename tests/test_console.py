@@ -374,11 +374,31 @@ def test_finetune_job_page_follows_the_job_live(
     shoot(page, screenshots, "jobs")
 
 
-def test_cancel_asks_for_the_token_once(page: Any, console_server: Any, dataset_id: str) -> None:
+def test_jobs_list_follows_progress_and_cancel_asks_for_the_token_once(
+    page: Any, console_server: Any, dataset_id: str, screenshots: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
-    job = create_job(console_server, dataset_id, "digits-cancelled", epochs=500)
-    open_page(page, console_server, f"jobs/{job['id']}")
+    # long enough to be cancelled while it runs: 1000 head epochs, no early stop
+    job = create_job(console_server, dataset_id, "digits-cancelled", epochs=1000, patience=1000)
+    open_page(page, console_server, "jobs")
+    page.execute_script("window.notReloaded = true")
+    row = f'#jobs-table tr[data-job="{job["id"]}"]'
+    shown: list[int] = []  # the row's progress, as the page showed it
+
+    def progressed() -> bool:
+        bars = rows(page, f"{row} .progress")
+        if bars:
+            shown.append(int(bars[0].get_attribute("aria-valuenow")))
+        return len({p for p in shown if p > 0}) >= 2
+
+    wait_for(progressed, "the list's progress bar to move", JOB_WAIT_S)
+    assert text_of(page, f'{row} td[data-key="state"]') == "RUNNING"
+    assert text_of(page, f'{row} td[data-key="eta"]').endswith(" s")  # e.g. "1 min 40 s"
+    assert page.execute_script("return window.notReloaded") is True
+    shoot(page, screenshots, "jobs-running")
+
+    page.find_element(By.CSS_SELECTOR, f"{row} a").click()
     page.execute_script("sessionStorage.clear()")
     button = page.find_element(By.ID, "cancel-job")
     wait_for(lambda: button.is_enabled(), "the cancel button")
@@ -391,6 +411,7 @@ def test_cancel_asks_for_the_token_once(page: Any, console_server: Any, dataset_
     assert page.execute_script("return sessionStorage.getItem('zoo-token')") == TOKEN
     wait_for(lambda: text_of(page, 'dd[data-key="state"]') == "CANCELLED", "CANCELLED", JOB_WAIT_S)
     assert get_job(console_server, job["id"])["state"] == "CANCELLED"
+    assert "state: CANCELLED" in text_of(page, "#job-log")
 
 
 def test_strings_from_data_are_shown_as_text(page: Any, console_server: Any) -> None:
