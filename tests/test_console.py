@@ -184,7 +184,9 @@ def test_console_is_served_with_its_vendored_chart_library(console_server: Any) 
                       "/console/vendor/uPlot.LICENSE", "/console/console.css"):  # fmt: skip
             answer = http.get(asset)
             assert answer.status_code == 200, asset
-        assert "javascript" in http.get("/console/app.js").headers["content-type"]
+        script = http.get("/console/app.js")
+        assert "javascript" in script.headers["content-type"]
+        assert script.headers["cache-control"] == "no-cache" and script.headers["etag"]
         missing = http.get("/console/../../pyproject.toml")
         assert missing.status_code == 404
         about = http.get("/v1/console").json()

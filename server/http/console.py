@@ -11,6 +11,7 @@ into markup could still not run.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -33,6 +34,17 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",  # revalidated (ETag), so an upgraded server serves its own
 }
+
+
+class ConsoleFiles(StaticFiles):
+    """The console's files, revalidated on each load (ETag): after an upgrade a browser
+    runs the new server's scripts, not the ones it cached from the old."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def cached_weights(directory: Path) -> dict[str, dict[str, bool]]:
@@ -65,5 +77,5 @@ def routes(services: Services) -> list[BaseRoute]:
         Route("/", index),
         Route("/v1/console", about),
         Route("/v1/weights", weights),
-        Mount("/console", StaticFiles(directory=STATIC), name="console"),
+        Mount("/console", ConsoleFiles(directory=STATIC), name="console"),
     ]

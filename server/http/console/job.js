@@ -104,14 +104,13 @@ export function render(main, jobId) {
   let closeStream = () => {};
   let stopped = false;
   charts.append(lossTarget, accTarget);
+  const curves = h("section", { id: "job-curves" }, h("h2", {}, "Loss and accuracy per epoch"), epochsNote, charts);
   main.append(
     h("h1", { class: "wrap" }, "Job ", h("code", {}, jobId)),
     header,
     h("div", { class: "actions" }, cancel, cancelNote),
     progressBox,
-    h("h2", {}, "Loss and accuracy per epoch"),
-    epochsNote,
-    charts,
+    curves,
     resultBox,
     h("div", { class: "two" },
       h("section", {}, h("h2", {}, "Parameters"), paramsBox),
@@ -207,6 +206,7 @@ export function render(main, jobId) {
       job = first;
       progress = new JobProgress(job);
       main.dataset.firstState = job.state; // what the page saw before any event (tests)
+      curves.hidden = job.kind !== "finetune"; // an export has no epochs
       clear(paramsBox).append(h("div", { class: "scroll" }, h("table", { class: "data params" },
         h("tbody", {}, flatParams(job).map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))))));
       drawHeader();
