@@ -6,6 +6,7 @@ and the browser logs no errors. Screenshots (1280x800 and 400 px wide) are saved
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import time
@@ -254,6 +255,9 @@ def test_models_page(page: Any, console_server: Any, screenshots: Path) -> None:
     assert latency == f"{success['ns'] / success['count'] / 1e6:.2f} ms"
     assert "loads on its first request" in text_of(page, '.card[data-model="tiny-f32"]')
     shoot(page, screenshots, "models")
+    viewport(page, 400)
+    assert_fits(page, 400)
+    viewport(page, 1280)
 
 
 def test_classify_page(page: Any, console_server: Any, screenshots: Path) -> None:
@@ -276,6 +280,28 @@ def test_classify_page(page: Any, console_server: Any, screenshots: Path) -> Non
         == f"{100 * expected[0]['score']:.2f} %"
     )
     shoot(page, screenshots, "classify")
+
+    # dropped rather than chosen: a DragEvent carrying the file, as a drag from a desktop does
+    coffee = PHOTO.with_name("coffee.jpg").read_bytes()
+    with httpx.Client(base_url=console_server.http_url, timeout=30) as http:
+        wanted = http.post("/v1/models/mobilenetv2/classify", content=coffee).json()["results"][0]
+    assert [p["label"] for p in wanted] != labels  # so the table must change
+    page.execute_script(
+        """const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+           const data = new DataTransfer();
+           data.items.add(new File([bytes], "coffee.jpg", { type: "image/jpeg" }));
+           document.getElementById("classify-drop").dispatchEvent(
+             new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));""",
+        base64.b64encode(coffee).decode(),
+    )
+    wait_for(
+        lambda: [r.text for r in rows(page, "table.top5 td.label")] == [p["label"] for p in wanted],
+        "the dropped image's top five",
+    )
+    viewport(page, 400)
+    assert_fits(page, 400)
+    shoot(page, screenshots, "classify-narrow")
+    viewport(page, 1280)
 
 
 @pytest.fixture(scope="module")
