@@ -500,3 +500,34 @@ def test_http_requests_are_counted_by_route(console_server: Any) -> None:
     assert not [key for key in counts if "mobilenetv2" in key[1]]  # names are not labels
     durations = families["zoo_http_request_duration_seconds"].samples
     assert any(s.labels.get("route") == "/v1/models/{name}" for s in durations)
+
+
+def test_cancel_on_a_server_without_a_token_asks_nothing(
+    browser: Any, served_repository: Path, tmp_path: Path, digits: tuple[Path, Any]
+) -> None:
+    from selenium.webdriver.common.by import By
+    from serving import start_server
+
+    running = start_server(
+        served_repository,
+        tmp_path,
+        env={"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": "0"},
+    )  # no worker: the job stays queued until cancelled
+    try:
+        with httpx.Client(base_url=running.http_url, timeout=60) as http:
+            assert http.get("/v1/console").json()["token_required"] is False
+            dataset = http.post("/v1/datasets", content=zip_folder(digits[0])).json()
+        job = create_job(running, dataset["id"], "digits-queued")
+        viewport(browser, 1280)
+        browser.get_log("browser")
+        open_page(browser, running, f"jobs/{job['id']}")
+        browser.execute_script("sessionStorage.clear()")
+        button = browser.find_element(By.ID, "cancel-job")
+        wait_for(lambda: button.is_enabled(), "the cancel button")
+        button.click()
+        wait_for(lambda: text_of(browser, 'dd[data-key="state"]') == "CANCELLED", "CANCELLED")
+        assert not browser.find_element(By.ID, "token-dialog").is_displayed()
+        assert browser.execute_script("return sessionStorage.getItem('zoo-token')") is None
+        assert console_errors(browser) == []
+    finally:
+        assert running.stop() == 0, running.log.read_text()[-3000:]
