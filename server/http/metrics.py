@@ -1,8 +1,8 @@
 """HTTP requests counted beside the gRPC ones: by route template (``/v2/models/{name}/infer``,
 not the path, so that model names and job ids do not each make a new series) and status.
 
-Cost: 3.5 us a request here (the middleware, a counter and a histogram, measured against a
-no-op app), against about a millisecond for the smallest REST inference."""
+Cost: 3.5 us a request here (the middleware, a counter and a histogram, timed around a no-op
+app); the 64-px test model alone takes 0.8 ms a request in the data plane."""
 
 from __future__ import annotations
 
