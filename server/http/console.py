@@ -1,6 +1,7 @@
-"""The web console: static files from this package at ``/``, and the one thing its pages need
-the JSON API lacked: which catalog models have weights in the server's cache, and whether
-mutating calls need the token (so a page asks for it before the call, not after a 401).
+"""The web console: static files from this package at ``/``, and the two things its pages
+needed that the JSON API lacked: which catalog models have weights in the server's cache,
+and whether mutating calls need the token (so a page asks for it before the call, not
+after a 401).
 
 Plain files and JavaScript modules, no build step and no CDN (deployments are air-gapped);
 the chart library is vendored in ``console/vendor`` with its licence. The page's Content
@@ -32,7 +33,7 @@ SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",  # revalidated (ETag), so an upgraded server serves its own
+    "Cache-Control": "no-cache",  # revalidated, as the scripts are (ConsoleFiles)
 }
 
 

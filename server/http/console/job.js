@@ -54,7 +54,6 @@ function makeChart(target, title, metric, planned) {
     ],
   };
   const empty = [[], [], [], [], []];
-  // eslint-disable-next-line no-undef
   const plot = new uPlot(options, empty, target);
   const resize = () => plot.setSize({ width: width(), height: 240 });
   window.addEventListener("resize", resize);

@@ -27,9 +27,8 @@ export function render(main) {
   function draw() {
     clear(body);
     for (const job of jobs) {
-      const followed = streams.get(job.id);
+      const followed = streams.get(job.id); // a running job: its events say more than the list
       const progress = followed ? followed.progress : new JobProgress(job);
-      progress.state = followed ? progress.state : job.state;
       const fraction = progress.fraction();
       body.append(
         h("tr", { "data-job": job.id },
