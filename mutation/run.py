@@ -59,9 +59,13 @@ def load_targets(path: Path) -> tuple[list[Target], list[str]]:
     data = tomllib.loads(path.read_text())
     targets = [
         Target(
-            name, t["module"], t["what"], list(t["tests"]), float(t.get("timeout", 120)),
+            name,
+            t["module"],
+            t["what"],
+            list(t["tests"]),
+            float(t.get("timeout", 120)),
             tuple(t.get("functions", ())),
-        )  # fmt: skip
+        )
         for name, t in data["targets"].items()
     ]
     return targets, list(data["operators"]["exclude"])
