@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,13 +136,19 @@ def cosmic_ray(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Complet
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
 
 
-def run_target(target: Target, exclude: list[str], tree: Path, out: Path) -> Outcome:
+def test_env(tree: Path, out: Path) -> dict[str, str]:
+    # PYTHONPATH: a server a test starts imports the mutated copy too. The served test
+    # repository (an export, half a minute) is built by the first run and copied by the others.
+    return {**os.environ, "PYTHONPATH": str(tree), "ZOO_TEST_SERVED_CACHE": str(out / "served")}
+
+
+def prepare(target: Target, exclude: list[str], tree: Path, out: Path) -> int:
+    """Write the config, create the session and filter it; the number of mutants to run."""
     config = out / f"{target.name}.toml"
     session = out / f"{target.name}.sqlite"
     config.write_text(config_text(target, exclude, tree))
     session.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    outcome = Outcome(target)
+    env = test_env(tree, out)
     steps = [("init", str(config), str(session)), ("operators", str(session), str(config))]
     if target.functions:
         steps.append(("lines", str(session), "--config", str(config)))
@@ -149,6 +156,16 @@ def run_target(target: Target, exclude: list[str], tree: Path, out: Path) -> Out
         done = cosmic_ray(*step, cwd=tree, env=env)
         if done.returncode != 0:
             raise SystemExit(f"mutation: {target.name}: {step[0]} failed:\n{done.stderr[-3000:]}")
+    dump = cosmic_ray("dump", str(session), cwd=tree, env=env).stdout
+    return sum(json.loads(line)[1] is None for line in dump.splitlines())
+
+
+def run_target(target: Target, exclude: list[str], tree: Path, out: Path) -> Outcome:
+    config = out / f"{target.name}.toml"
+    session = out / f"{target.name}.sqlite"
+    env = test_env(tree, out)
+    outcome = Outcome(target)
+    prepare(target, exclude, tree, out)
     started = time.monotonic()
     done = cosmic_ray("baseline", str(config), cwd=tree, env=env)
     outcome.baseline_s = time.monotonic() - started
@@ -214,6 +231,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="target names (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / ".mutation")
+    parser.add_argument("--plan", action="store_true", help="count the mutants, run nothing")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="targets run side by side"
+    )
     args = parser.parse_args()
     targets, exclude = load_targets(Path(__file__).with_name("targets.toml"))
     known = {t.name for t in targets}
@@ -222,18 +243,31 @@ def main() -> None:
         raise SystemExit(f"mutation: unknown target(s) {unknown}; known: {sorted(known)}")
     chosen = [t for t in targets if not args.modules or t.name in args.modules]
     args.out.mkdir(parents=True, exist_ok=True)
-    tree = args.out / "tree"
-    copy_tree(tree)
-    outcomes = []
-    for target in chosen:
+    shutil.rmtree(args.out / "served", ignore_errors=True)  # the export code may have changed
+    if args.plan:
+        tree = args.out / "tree-plan"
+        copy_tree(tree)
+        for target in chosen:
+            print(f"{target.name:12} {target.module:28} {prepare(target, exclude, tree, args.out)}")
+        return
+
+    def one(target: Target) -> Outcome:
+        tree = args.out / f"tree-{target.name}"  # one copy each: targets run side by side
+        copy_tree(tree)
         outcome = run_target(target, exclude, tree, args.out)
-        outcomes.append(outcome)
         print(
             f"mutation: {target.name}: {outcome.killed}/{outcome.mutants} killed "
             f"({outcome.score:.1f}%) in {outcome.run_s / 60:.1f} min",
             flush=True,
         )
-        (args.out / "report.md").write_text(report(outcomes))
+        return outcome
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        outcomes = list(pool.map(one, chosen))
+    text = report(outcomes)
+    text += f"\nWall time: {(time.monotonic() - started) / 60:.1f} min, {args.jobs} job(s).\n"
+    (args.out / "report.md").write_text(text)
     print(f"mutation: report in {args.out / 'report.md'}")
 
 
