@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import os
 import shlex
@@ -173,7 +174,14 @@ def run_target(target: Target, exclude: list[str], tree: Path, out: Path) -> Out
         raise SystemExit(
             f"mutation: {target.name}: the tests fail without any mutant:\n{done.stderr[-3000:]}"
         )
-    print(f"mutation: {target.name}: baseline {outcome.baseline_s:.0f} s", flush=True)
+    # A mutant that deadlocks is killed at the timeout: six baselines (at least 15 s), up to
+    # the target's `timeout`, instead of the cap itself for every hang.
+    timeout = min(target.timeout, max(15.0, 6 * outcome.baseline_s))
+    config.write_text(config_text(dataclasses.replace(target, timeout=timeout), exclude, tree))
+    print(
+        f"mutation: {target.name}: baseline {outcome.baseline_s:.0f} s, timeout {timeout:.0f} s",
+        flush=True,
+    )
     started = time.monotonic()
     done = cosmic_ray("exec", str(config), str(session), cwd=tree, env=env)
     outcome.run_s = time.monotonic() - started

@@ -346,3 +346,88 @@ def test_higher_priority_requests_go_ahead_of_those_queued_before_them() -> None
     asyncio.run(scenario())
     # level 1 first, then 2, then 3; first come first served within a level
     assert [c[0] for c in model.calls] == [[0], [3], [5], [4], [1], [2], [6]]
+
+
+def test_an_inline_run_is_never_side_by_side_and_only_small_runs_are_inline() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
+        seen.append((threading.current_thread().name, side_by_side))
+        return {"y": rows * 2}
+
+    async def scenario() -> None:
+        from zoo.serving.batching import INLINE_S
+
+        # (seconds per row, rows): at most INLINE_S in all is inline; 2 x 30 us is not
+        for row_seconds, n in ((INLINE_S, 1), (30e-6, 2), (20e-6, 2)):
+            b = DynamicBatcher(run, ModelStats("m", 1), max_batch_size=8, max_queue_delay_s=0.0,
+                               instances=1, row_seconds=row_seconds, name="m-1")  # fmt: skip
+            assert (await b.submit(rows(*range(n))))["y"].ravel().tolist() == [0, 2][:n]
+            await b.close()
+
+    asyncio.run(scenario())
+    assert seen == [("MainThread", False), ("m-1-0", False), ("MainThread", False)]
+
+
+def test_without_spread_an_idle_model_takes_a_request_whole() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, instances=2)  # spread is off unless asked for
+        await b.submit(rows(1, 2, 3, 4))
+        await b.close()
+
+    asyncio.run(scenario())
+    assert model.calls == [([1, 2, 3, 4], False)]
+
+
+def test_a_lone_request_waits_for_company_only_while_batching_is_on() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        # Batching on: the first request waits (up to 2 s) for the batch to fill.
+        b, _ = batcher(model, max_batch_size=3, max_queue_delay_s=2.0)
+        first = asyncio.ensure_future(b.submit(rows(1)))
+        await asyncio.sleep(0.2)
+        assert model.calls == []  # still waiting for company
+        rest = [asyncio.ensure_future(b.submit(rows(i))) for i in (2, 3)]
+        # 1 and 2 go together (one row stays queued for the instance); 3 goes alone once it
+        # has waited its 2 s
+        await asyncio.wait_for(asyncio.gather(first, *rest), 20)
+        await b.close()
+        assert [c[0] for c in model.calls] == [[1, 2], [3]]
+        # Batching off: no wait, whatever the delay says.
+        b, _ = batcher(model, max_batch_size=3, max_queue_delay_s=60.0, enabled=False)
+        await asyncio.wait_for(b.submit(rows(4)), 10)
+        await b.close()
+
+    asyncio.run(scenario())
+    assert [c[0] for c in model.calls] == [[1, 2], [3], [4]]
+
+
+def test_recorded_durations_fit_within_the_time_the_callers_waited() -> None:
+    import time
+
+    model = Model(fail_on=9)
+
+    async def scenario() -> tuple[int, int, ModelStats]:
+        started = time.perf_counter_ns()
+        b, stats, blocker = await busy(model)
+        queued = asyncio.ensure_future(b.submit(rows(1)))  # waits behind the blocker
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.gather(blocker, queued)
+        whole = time.perf_counter_ns() - started  # each request's time is within it
+        started = time.perf_counter_ns()
+        with pytest.raises(RuntimeError, match="poison"):
+            await b.submit(rows(9))
+        failed = time.perf_counter_ns() - started
+        await b.close()
+        return whole, failed, stats
+
+    whole, failed, stats = asyncio.run(scenario())
+    assert (stats.success.count, stats.queue.count, stats.compute_infer.count) == (2, 2, 2)
+    assert 0 < stats.success.ns <= 2 * whole  # two requests, each within `whole`
+    assert 0.04e9 < stats.queue.ns <= stats.success.ns  # the second waited 50 ms
+    assert 0 < stats.compute_infer.ns <= stats.success.ns
+    assert stats.fail.count == 1 and 0 < stats.fail.ns <= failed
