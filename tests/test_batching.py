@@ -431,3 +431,102 @@ def test_recorded_durations_fit_within_the_time_the_callers_waited() -> None:
     assert 0.04e9 < stats.queue.ns <= stats.success.ns  # the second waited 50 ms
     assert 0 < stats.compute_infer.ns <= stats.success.ns
     assert stats.fail.count == 1 and 0 < stats.fail.ns <= failed
+
+
+def test_an_inline_run_records_its_time_and_its_failure() -> None:
+    import time
+
+    def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
+        if 9 in rows:
+            raise RuntimeError("row 9 is poison")
+        return {"y": rows * 2}
+
+    async def scenario() -> tuple[int, ModelStats]:
+        stats = ModelStats("m", 1)
+        b = DynamicBatcher(run, stats, max_batch_size=8, max_queue_delay_s=0.0,
+                           instances=1, row_seconds=1e-6)  # fmt: skip
+        started = time.perf_counter_ns()
+        await b.submit(rows(1))
+        with pytest.raises(RuntimeError, match="poison"):
+            await b.submit(rows(9))
+        whole = time.perf_counter_ns() - started
+        await b.close()
+        return whole, stats
+
+    whole, stats = asyncio.run(scenario())
+    assert (stats.success.count, stats.fail.count, stats.execution_count) == (1, 1, 1)
+    assert stats.queue.ns == 0 and 0 < stats.success.ns <= whole
+    assert 0 < stats.compute_infer.ns <= whole and 0 < stats.fail.ns <= whole
+
+
+def test_a_split_request_of_higher_priority_keeps_its_parts_in_order() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _, first = await busy(model, max_batch_size=2, enabled=False)
+        low = [asyncio.ensure_future(b.submit(rows(v), None, 3)) for v in (1, 2)]
+        await asyncio.sleep(0.01)
+        high = asyncio.ensure_future(b.submit(rows(5, 6, 7, 8, 9), None, 1))  # 3 parts
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        assert (await high)["y"].ravel().tolist() == [10, 12, 14, 16, 18]
+        await asyncio.gather(first, *low)
+        await b.close()
+
+    asyncio.run(scenario())
+    assert [c[0] for c in model.calls] == [[0], [5, 6], [7, 8], [9], [1], [2]]
+
+
+def test_the_retry_estimate_shares_the_queue_among_the_instances() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, instances=2, max_queue_size=2, row_seconds=0.010)
+        model.gate.clear()
+        computing = [asyncio.ensure_future(b.submit(rows(i))) for i in (1, 2)]
+        await until(lambda: model.in_flight == 2)
+        queued = [asyncio.ensure_future(b.submit(rows(i, i))) for i in (3, 4)]
+        await asyncio.sleep(0.01)
+        # 4 rows queued at 10 ms a row on 2 instances: about 20 ms
+        with pytest.raises(Unavailable, match=r"2 requests queued, .* about 20 ms"):
+            await b.submit(rows(9))
+        model.gate.set()
+        await asyncio.gather(*computing, *queued)
+        await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_waits_for_the_batch_being_computed() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _, computing = await busy(model)
+        closing = asyncio.ensure_future(b.close())
+        await asyncio.sleep(0.1)
+        assert not closing.done() and model.in_flight == 1
+        model.gate.set()
+        await asyncio.wait_for(closing, 10)
+        assert model.in_flight == 0
+        assert (await computing)["y"].ravel().tolist() == [0]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_parts_fail_leaves_no_exception_unretrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import gc
+
+    model = Model(fail_on=5)
+
+    async def scenario() -> None:
+        b, _ = batcher(model, max_batch_size=2, instances=2)
+        with pytest.raises(RuntimeError, match="row 5 is poison"):
+            await b.submit(rows(5, 1, 5, 2))  # both parts fail
+        await b.close()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(scenario())
+        gc.collect()
+    assert "never retrieved" not in caplog.text
