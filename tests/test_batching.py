@@ -358,9 +358,10 @@ def test_an_inline_run_is_never_side_by_side_and_only_small_runs_are_inline() ->
     async def scenario() -> None:
         from zoo.serving.batching import INLINE_S
 
-        # (seconds per row, rows): at most INLINE_S in all is inline; 2 x 30 us is not
+        # (seconds per row, rows): at most INLINE_S in all is inline; 2 x 30 us is not;
+        # a request as large as a batch (2 rows) may be inline
         for row_seconds, n in ((INLINE_S, 1), (30e-6, 2), (20e-6, 2)):
-            b = DynamicBatcher(run, ModelStats("m", 1), max_batch_size=8, max_queue_delay_s=0.0,
+            b = DynamicBatcher(run, ModelStats("m", 1), max_batch_size=2, max_queue_delay_s=0.0,
                                instances=1, row_seconds=row_seconds, name="m-1")  # fmt: skip
             assert (await b.submit(rows(*range(n))))["y"].ravel().tolist() == [0, 2][:n]
             await b.close()
@@ -530,3 +531,45 @@ def test_a_request_whose_parts_fail_leaves_no_exception_unretrieved(
         asyncio.run(scenario())
         gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+def test_a_request_that_fills_a_batch_leaves_at_once_and_close_ends_the_wait() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, max_batch_size=2, max_queue_delay_s=60.0)
+        # two rows fill the batch: no waiting out the minute
+        await asyncio.wait_for(b.submit(rows(1, 2)), 10)
+        # a lone row waits for company until the batcher closes, then fails at once
+        lone = asyncio.ensure_future(b.submit(rows(3)))
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(b.close(), 10)
+        with pytest.raises(Unavailable, match="unloaded while the request waited"):
+            await lone
+
+    asyncio.run(scenario())
+    assert model.calls == [([1, 2], False)]
+
+
+def test_a_batch_that_ends_after_its_event_loop_is_dropped_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    model = Model()
+
+    async def scenario() -> DynamicBatcher:
+        b, _, _ = await busy(model)
+        return b  # asyncio.run closes the loop while the batch computes
+
+    b = asyncio.run(scenario())
+    model.gate.set()
+    for _ in range(1000):
+        if model.in_flight == 0:
+            break
+        threading.Event().wait(0.005)
+    b.stop()
+    for thread in threading.enumerate():
+        if thread.name.startswith("batcher-"):
+            thread.join(5)
+    assert errors == []  # no traceback from an instance thread
