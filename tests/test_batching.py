@@ -183,6 +183,7 @@ def test_a_cancelled_request_leaves_the_queue_uncomputed() -> None:
         kept = asyncio.ensure_future(b.submit(rows(99)))
         await asyncio.sleep(0.02)
         doomed.cancel()
+        await asyncio.wait([doomed])  # its cancellation ran before the instance is free
         model.gate.set()
         await blocker
         assert (await kept)["y"].ravel().tolist() == [198]
