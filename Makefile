@@ -30,8 +30,9 @@ test: lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not images"
 
-# Mutation testing of the core (Cosmic Ray, mutation/targets.toml), not in CI: about 40 min
-# for every module on an idle 2-core machine (docs/testing.md). MODULES="records retry" picks.
+# Mutation testing of the core (Cosmic Ray, mutation/targets.toml), not in CI: about 45 min
+# for every module on an idle 2-core machine, estimated (docs/testing.md).
+# MODULES="records retry" runs some.
 MODULES ?=
 mutation: $(STAMP)
 	$(PY) mutation/run.py $(MODULES)
