@@ -225,9 +225,7 @@ class Evaluation:
             classes=tuple(ClassMetrics.from_dict(c) for c in data["classes"]),
             macro=ClassMetrics.from_dict(data["macro"]),
             weighted=ClassMetrics.from_dict(data["weighted"]),
-            confusion_matrix=tuple(
-                tuple(int(x) for x in row) for row in data["confusion_matrix"]
-            ),
+            confusion_matrix=tuple(tuple(int(x) for x in row) for row in data["confusion_matrix"]),
             most_confused=tuple(ConfusedPair.from_dict(p) for p in data["most_confused"]),
             worst_mistakes=tuple(Misclassified.from_dict(m) for m in data["worst_mistakes"]),
         )
