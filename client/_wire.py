@@ -34,7 +34,7 @@ IDEMPOTENT = {
     ],
     "zoo.v1.ModelZoo": ["ListModels", "GetModel", "Classify"],
     "zoo.v1.Datasets": ["ListDatasets", "GetDataset"],
-    "zoo.v1.Jobs": ["GetJob", "ListJobs"],
+    "zoo.v1.Jobs": ["GetJob", "ListJobs", "GetTrainingLogs"],
 }  # fmt: skip
 # Never here: the calls that create, delete or cancel (a retried CreateFineTuneJob whose first
 # attempt reached the server would start two jobs) and streams (WatchJob resumes by itself).
@@ -145,6 +145,8 @@ def model_info(m: zpb.Model) -> ModelInfo:
         top1_accuracy=m.top1_accuracy,
         top5_accuracy=m.top5_accuracy,
         execution_provider=m.execution_provider,
+        evaluation=json.loads(m.evaluation_json) if m.evaluation_json else None,
+        evaluated_version=m.evaluated_version,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class ModelInfo:
     top1_accuracy: float
     top5_accuracy: float
     execution_provider: str
+    # model(name, version) only: that version's test-split report (zoo.json's "evaluation")
+    evaluation: dict[str, Any] | None = None
+    evaluated_version: int = 0
 
     @property
     def served(self) -> bool:

@@ -16,6 +16,7 @@ from protos import zoo_service_pb2 as zpb
 from zoo.errors import InvalidArgument
 from zoo.jobs.datasets import Dataset
 from zoo.jobs.records import Job, JobEvent
+from zoo.manifest import Evaluation
 from zoo.repository import MAX_VERSION
 from zoo.serving.dataplane import ModelIndexEntry, ModelSummary, Prediction
 from zoo.serving.runtime import LoadedModel, TensorInfo
@@ -296,8 +297,12 @@ def repository_index(entries: list[ModelIndexEntry]) -> pb.RepositoryIndexRespon
     )
 
 
-def zoo_model(summary: ModelSummary) -> zpb.Model:
+def zoo_model(
+    summary: ModelSummary, evaluation: tuple[int, Evaluation | None] | None = None
+) -> zpb.Model:
+    """``evaluation``: (version, its test report) for GetModel."""
     spec = summary.spec
+    version, report = evaluation or (0, None)
     return zpb.Model(
         name=summary.name,
         catalog_model=summary.catalog_model or "",
@@ -312,6 +317,8 @@ def zoo_model(summary: ModelSummary) -> zpb.Model:
         top1_accuracy=(spec.top1_accuracy or 0.0) if spec else 0.0,
         top5_accuracy=(spec.top5_accuracy or 0.0) if spec else 0.0,
         execution_provider=summary.provider,
+        evaluation_json=json.dumps(report.to_dict()) if report else "",
+        evaluated_version=version,
     )
 
 

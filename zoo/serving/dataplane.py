@@ -19,7 +19,7 @@ import numpy as np
 from zoo.catalog import get_spec, list_models
 from zoo.config import ServerConfig
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
-from zoo.manifest import Manifest, ManifestError
+from zoo.manifest import Evaluation, Manifest, ManifestError
 from zoo.repository import Repository
 from zoo.serving.images import declared_pixels, decode_image
 from zoo.serving.runtime import LoadedModel, ModelState, Runtime, TensorInfo
@@ -137,6 +137,12 @@ class DataPlane:
             if fnmatch.fnmatch(s.name.lower(), pattern.lower())
             or (s.catalog_model and fnmatch.fnmatch(s.catalog_model.lower(), pattern.lower()))
         ]
+
+    def evaluation(self, name: str, version: int | None) -> tuple[int, Evaluation | None]:
+        """(version, its test-split report or None) of a model in the repository; the newest
+        version when ``version`` is None."""
+        chosen = self.repository.get(name, version)
+        return chosen.version, chosen.manifest().evaluation
 
     def _summary(self, name: str, spec: Any | None, loaded: list[LoadedModel]) -> ModelSummary:
         try:
