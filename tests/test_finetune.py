@@ -44,7 +44,7 @@ def job_server(tmp_path: Path, served_repository: Path):
     running.stop()
 
 
-def test_finetune_end_to_end(job_server, digits) -> None:
+def test_finetune_end_to_end(job_server, digits, zoo_cli, tmp_path: Path) -> None:
     folder, held_out = digits
     with ZooClient(job_server.address, token=TOKEN) as zoo:
         dataset = zoo.upload_dataset(folder)
@@ -84,6 +84,72 @@ def test_finetune_end_to_end(job_server, digits) -> None:
     assert manifest["training"]["val_accuracy"] >= 0.7
     assert len(manifest["training"]["confusion_matrix"]) == len(DIGIT_CLASSES)
     assert "phase1_accuracy" in manifest["training"]["history"]
+    check_the_test_report(job_server, job.id, dataset.id, manifest, zoo_cli, tmp_path)
+
+
+def check_the_test_report(server, job_id, dataset_id, manifest, zoo_cli, tmp_path: Path) -> None:
+    """The job's report equals scikit-learn's on what the served model answers over gRPC for
+    the test images; GetModel, `zoo jobs show` and the TensorBoard logs carry it."""
+    from test_evaluation import read_tensorboard
+
+    from zoo.jobs.evaluation import evaluation_report
+    from zoo.manifest import Evaluation
+
+    data = job_server_repository(server).parent / "data" / "datasets" / dataset_id
+    split = json.loads((data / ".splits" / "stratified-v0.15-t0.15-s0.json").read_text())
+    test = split["test"]  # 4 classes x 60 images: 36 test images, 9 of each class
+    assert sorted({p.split("/")[0] for p in test}) == [str(c) for c in DIGIT_CLASSES]
+    assert all(sum(p.startswith(f"{c}/") for p in test) == 9 for c in DIGIT_CLASSES)
+    classes = [str(c) for c in DIGIT_CLASSES]
+    with ZooClient(server.address) as zoo:
+        job = zoo.job(job_id)
+        answers = zoo.classify([(data / p).read_bytes() for p in test], "digits", top_k=4)
+        model = zoo.model("digits", version=1)
+    probabilities = np.zeros((len(test), len(classes)))
+    for row, answer in zip(probabilities, answers, strict=True):
+        for prediction in answer.predictions:
+            row[prediction.index] = prediction.score
+    truth = [classes.index(p.split("/")[0]) for p in test]
+    served = evaluation_report(split["id"], truth, probabilities, classes, test)
+    reported = Evaluation.from_dict(job.result["evaluation"])
+    print(f"test accuracy {reported.accuracy:.3f} over {reported.images} images")
+    assert reported.images == 36 and reported.split == "stratified-v0.15-t0.15-s0"
+    assert rounded(reported.to_dict()) == rounded(served.to_dict())
+    assert Evaluation.from_dict(manifest["evaluation"]) == reported
+    assert (model.evaluated_version, model.evaluation) == (1, job.result["evaluation"])
+
+    shown = zoo_cli("jobs", "show", job_id, "--server", server.address)
+    assert shown.returncode == 0, shown.stderr
+    assert f"test split stratified-v0.15-t0.15-s0: 36 images, accuracy {reported.accuracy:.3f}" in (
+        shown.stdout
+    )
+    assert "macro avg" in shown.stdout and "confusion matrix" in shown.stdout
+
+    logs = tmp_path / "tb"
+    copied = zoo_cli("jobs", "logs", job_id, "--tensorboard", str(logs), "--server", server.address)
+    assert copied.returncode == 0, copied.stderr
+    scalars = read_tensorboard(logs)
+    epochs = DIGITS_FAST["epochs"]
+    for run in ("phase1/train", "phase1/validation"):
+        steps = [step for step, _ in scalars[run]["epoch_accuracy"]]
+        assert steps == list(range(len(steps))) and 1 <= len(steps) <= epochs, run
+    assert [s for s, _ in scalars["phase2/train"]["epoch_loss"]] == [0]
+    history = manifest["training"]["history"]
+    assert [v for _, v in scalars["phase1/validation"]["epoch_accuracy"]] == pytest.approx(
+        history["phase1_val_accuracy"]
+    )
+    assert scalars["evaluation"]["test/accuracy"] == [[0, pytest.approx(reported.accuracy)]]
+
+
+def rounded(value):
+    """``value`` with every float rounded to 6 places: the server sends float32 scores."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v) for v in value]
+    return value
 
 
 def job_server_repository(server) -> Path:
@@ -270,7 +336,7 @@ def test_cli_jobs_show_watch_cancel(tmp_path: Path, zoo_cli) -> None:
         address = ("--server", server.address)
         done = zoo_cli("jobs", "cancel", job.id, *address)
         assert (done.returncode, done.stdout.strip()) == (0, f"job {job.id} CANCELLED")
-        done = zoo_cli("jobs", "show", job.id, *address)
+        done = zoo_cli("jobs", "show", job.id, *address, "--json")
         shown = json.loads(done.stdout)
         assert (shown["state"], shown["kind"], shown["params"]["model"]) == (
             "CANCELLED",
