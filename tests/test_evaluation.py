@@ -151,3 +151,23 @@ def read_tensorboard(folder: Path) -> dict[str, dict[str, list[list[float]]]]:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_a_finetune_result_is_a_record_through_the_store(predictions, tmp_path: Path) -> None:
+    from zoo.jobs.records import FineTuneResult, JobKind, JobState
+    from zoo.jobs.store import JobStore
+
+    truth, probabilities, names, paths = predictions
+    result = FineTuneResult(
+        model="digits", version=3, val_accuracy=0.9, confusion_matrix=[[9, 1], [0, 10]],
+        class_names=["0", "1"], images_per_second={"phase1_images_per_s": 120.5},
+        verification={"passed": True}, split="manifest",
+        evaluation=evaluation_report("manifest", truth, probabilities, names, paths),
+    )  # fmt: skip
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    job = store.create(JobKind.FINETUNE, {"base_model": "MobileNetV2"})
+    store.set_state(job.id, JobState.RUNNING)
+    store.set_state(job.id, JobState.SUCCEEDED, result=result.to_dict())
+    stored = store.get(job.id)
+    assert stored.finetune_result() == result
+    assert json.loads(json.dumps(stored.to_dict()))["result"]["evaluation"]["split"] == "manifest"

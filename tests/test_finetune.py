@@ -120,6 +120,7 @@ def check_the_test_report(server, job_id, dataset_id, manifest, zoo_cli, tmp_pat
 
     shown = zoo_cli("jobs", "show", job_id, "--server", server.address)
     assert shown.returncode == 0, shown.stderr
+    print(shown.stdout)
     assert f"test split stratified-v0.15-t0.15-s0: 36 images, accuracy {reported.accuracy:.3f}" in (
         shown.stdout
     )
@@ -352,6 +353,10 @@ def test_cli_jobs_show_watch_cancel(tmp_path: Path, zoo_cli) -> None:
         assert done.returncode == 1  # the job did not succeed
         done = zoo_cli("jobs", "cancel", job.id, *address)
         assert done.returncode == 1 and "has already ended (CANCELLED)" in done.stderr
+        done = zoo_cli("jobs", "logs", job.id, "--tensorboard", str(tmp_path / "tb"), *address)
+        assert done.returncode == 1
+        assert f"job {job.id} (export, CANCELLED) has no training logs on this server" in done.stderr
+        assert not (tmp_path / "tb").exists()
     finally:
         server.stop()
 
