@@ -6,7 +6,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune \
-	bench-requests bench-watchers bench-memory serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
+	bench-requests bench-watchers bench-memory bench-overload serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
 	test-images
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
@@ -54,6 +54,10 @@ REPOSITORY ?= model_repository
 
 bench-serve: $(STAMP)
 	$(PY) -m bench.serve
+
+# Open-loop load at 1x/2x/4x the saturated throughput, with client deadlines (serve.md, "Overload").
+bench-overload: $(STAMP)
+	$(PY) -m bench.overload
 
 bench-finetune: $(STAMP)
 	$(PY) -m bench.finetune

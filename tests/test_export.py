@@ -375,3 +375,24 @@ def test_a_float32_mismatch_is_judged_against_float64_keras(tmp_path: Path) -> N
     assert v["max_abs_logit_diff"] > 1e-12 * v["logit_scale"]  # the float32 check failed
     assert 0 < v["keras_float32_error"] < 1e-3 * v["logit_scale"]
     assert v["max_abs_exact_diff"] <= v["tolerance"] == 2 * v["keras_float32_error"]
+
+
+def test_child_records_round_trip_and_refuse_an_unknown_source() -> None:
+    from zoo.export.records import (
+        CatalogSource,
+        ChildRequest,
+        ChildResult,
+        KerasFileSource,
+        source_from_dict,
+    )
+
+    for source in (
+        CatalogSource("MobileNetV2", None, (96, 96, 3), "/w", True, {"alpha": 0.35}),
+        KerasFileSource("/tmp/m.keras", "tf"),
+    ):
+        request = ChildRequest(source, "uint8", "/tmp/out.onnx", 17, 1e-3, 2.0)
+        assert ChildRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+    result = ChildResult("tf", (96, 96, 3), 10, 1.5, 2**30, "3.9", {"passed": True}, 17, 99, 3, 40)
+    assert ChildResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    with pytest.raises(ValueError, match="unknown export source kind 'url'"):
+        source_from_dict({"kind": "url"})

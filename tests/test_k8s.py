@@ -19,9 +19,7 @@ import functools
 import gzip
 import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -29,79 +27,27 @@ from typing import Any
 
 import pytest
 import yaml
+from manifests import (
+    CRDS,
+    DASHBOARD,
+    KUBERNETES_VERSION,
+    OTHER_VARIABLES,
+    OVERLAYS,
+    QUANTITY,
+    RULES,
+    SCHEMAS,
+    TREES,
+    container_env,
+    containers,
+    find,
+    grpc_probes,
+    needed,
+    ours,
+    parse_cli,
+    render,
+)
 
 from zoo.config import ServerConfig
-
-ROOT = Path(__file__).resolve().parents[1]
-KUBE = ROOT / "deploy" / "kubernetes"
-SCHEMAS = Path(__file__).with_name("schemas")
-KUBERNETES_VERSION = "1.37.0"  # kubernetes-validate's newest schemas (its version is pinned)
-OVERLAYS = ["cpu", "gpu", "with-postgres"]
-TREES = ["base", *(f"overlays/{o}" for o in OVERLAYS), "kserve"]
-RULES = KUBE / "base" / "monitoring" / "keras-zoo-rules.yaml"
-DASHBOARD = KUBE / "base" / "monitoring" / "keras-zoo-dashboard.json"
-CRDS = {
-    (
-        "serving.kserve.io/v1alpha1",
-        "ClusterServingRuntime",
-    ): "clusterservingruntime-serving-v1alpha1.json",
-    ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice-serving-v1beta1.json.gz",
-    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
-    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
-}
-# Variables in our containers that are not ServerConfig settings, and why they are there.
-OTHER_VARIABLES = {"KERAS_HOME"}  # the export Job's weights cache on the data volume
-POD_KINDS = {"Deployment", "StatefulSet", "Job"}
-# A resource quantity as the API server parses it (kubernetes-validate lets any string through).
-QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-
-
-def needed(tool: str, hint: str) -> str:
-    """The tool's path; a skip on a developer's machine without it, a failure in CI."""
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true but {tool} is not installed ({hint})")
-        pytest.skip(f"{tool} is not installed ({hint})")
-    return path
-
-
-@functools.cache
-def _render(tree: str) -> tuple[dict[str, Any], ...]:
-    kubectl = needed("kubectl", "kubectl with its built-in Kustomize renders the manifests")
-    done = subprocess.run(
-        [kubectl, "kustomize", str(KUBE / tree)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
-
-
-def render(tree: str) -> list[dict[str, Any]]:
-    return [json.loads(json.dumps(d)) for d in _render(tree)]  # a private copy for each test
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    return found
-
-
-def containers(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(object name, pod spec, container) for every container, init containers included."""
-    found = []
-    for d in docs:
-        if d["kind"] in POD_KINDS:
-            pod = d["spec"]["template"]["spec"]
-        elif d["kind"] == "ClusterServingRuntime":
-            pod = d["spec"]
-        else:
-            continue
-        for c in [*pod.get("initContainers", []), *pod["containers"]]:
-            found.append((d["metadata"]["name"], pod, c))
-    return found
-
-
-def ours(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    return [x for x in containers(docs) if x[2]["image"].startswith("keras-zoo:")]
 
 
 # -- rendering and schemas -------------------------------------------------------------------
@@ -186,26 +132,6 @@ def test_every_object_is_valid_for_its_kind(tree: str) -> None:
 
 
 # -- contracts with the zoo CLI and ServerConfig ---------------------------------------------
-def parse_cli(args: list[str]) -> tuple[str, dict[str, Any]]:
-    """Parse ``zoo ARGS`` with the CLI's own (typer/click) commands, without running them.
-
-    Returns the subcommand's path and its parsed parameters; a usage error raises. The groups
-    take no options of their own here, so what follows a group's name is its subcommand's.
-    """
-    import typer
-
-    from server.cli import app
-
-    command: Any = typer.main.get_command(app)
-    context = command.make_context("zoo", list(args))
-    path = []
-    while hasattr(command, "resolve_command"):  # a group
-        name, command, args = command.resolve_command(context, list(args))
-        path.append(name)
-        context = command.make_context(name, list(args), parent=context)
-    return " ".join(path), dict(context.params)
-
-
 def is_usage_error(error: BaseException) -> bool:
     # typer ships its own click (typer._click): match the class by name, not by import.
     return "UsageError" in {c.__name__ for c in type(error).__mro__}
@@ -242,19 +168,6 @@ def test_a_misspelt_option_or_command_is_refused_by_the_parser() -> None:
         with pytest.raises(Exception, match=message) as error:
             parse_cli(args)
         assert is_usage_error(error.value), args
-
-
-def container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment as the kubelet builds it; Secret values are placeholders."""
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        ref = source.get("configMapRef") or source.get("secretRef")
-        kind = "ConfigMap" if "configMapRef" in source else "Secret"
-        obj = find(docs, kind, ref["name"])
-        env.update(obj.get("data") or obj.get("stringData") or {})
-    for item in container.get("env", []):
-        env[item["name"]] = item.get("value", "from-a-secret")
-    return env
 
 
 @pytest.mark.parametrize("tree", [*(f"overlays/{o}" for o in OVERLAYS), "kserve"])
@@ -349,39 +262,39 @@ def test_shared_volumes_are_read_write_many_and_mounted_where_the_settings_point
 
 
 # -- the probes and the metrics, against a real server --------------------------------------
-def grpc_probes(container: dict[str, Any]) -> list[tuple[int, str]]:
-    return [
-        (container[p]["grpc"]["port"], container[p]["grpc"].get("service", ""))
-        for p in ("startupProbe", "livenessProbe", "readinessProbe")
-        if p in container
-    ]
-
-
 def test_probes_and_ports_are_the_servers(server) -> None:
-    """Every gRPC probe's port is the server's --port, and its service answers SERVING."""
+    """Every port a manifest names is the one its args give `zoo serve`, and every gRPC probe's
+    service answers SERVING on a real server."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     cpu, kserve = render("overlays/cpu"), render("kserve")
     service = find(cpu, "Service", "keras-zoo")
     by_name = {p["name"]: p for p in service["spec"]["ports"]}
-    assert set(by_name) == {"grpc", "metrics"}  # http (8000) joins once the HTTP port exists
-    assert by_name["grpc"]["appProtocol"] == "grpc"
+    assert set(by_name) == {"grpc", "http", "metrics"}
+    assert (by_name["grpc"]["appProtocol"], by_name["http"]["appProtocol"]) == ("grpc", "http")
+    policy = find(cpu, "NetworkPolicy", "keras-zoo-server")
+    assert {p["port"] for p in policy["spec"]["ingress"][0]["ports"]} == set(by_name)
     checked = []
-    for docs, owner in ((cpu, "keras-zoo-server"), (kserve, "keras-zoo")):
-        ((_, _, container),) = [x for x in ours(docs) if x[0] == owner]
+    # The server Deployment names its ports; the KServe runtime names none (KServe sends
+    # REST to 8080, and a grpc-v2 InferenceService names the gRPC port h2c).
+    ((_, _, server_container),) = [x for x in ours(cpu) if x[0] == "keras-zoo-server"]
+    _, params = parse_cli(server_container["args"])
+    ports = {p["name"]: p["containerPort"] for p in server_container["ports"]}
+    assert ports == {
+        "grpc": params["port"], "http": params["http_port"], "metrics": params["metrics_port"]
+    }  # fmt: skip
+    for name, port in ports.items():
+        assert by_name[name]["port"] == port and by_name[name]["targetPort"] == name
+    annotations = find(cpu, "Deployment", "keras-zoo-server")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert annotations["prometheus.io/port"] == str(params["metrics_port"])
+    for container in (
+        server_container,
+        find(kserve, "ClusterServingRuntime", "keras-zoo")["spec"]["containers"][0],
+    ):
         _, params = parse_cli(container["args"])
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        grpc_port = ports.get("grpc", ports.get("h2c"))
-        assert grpc_port == params["port"]
-        if "metrics" in ports:
-            assert ports["metrics"] == params["metrics_port"]
-            annotations = find(docs, "Deployment", owner)["spec"]["template"]["metadata"][
-                "annotations"
-            ]
-            assert annotations["prometheus.io/port"] == str(params["metrics_port"])
-            assert by_name["metrics"]["port"] == params["metrics_port"]
-            assert by_name["grpc"]["port"] == params["port"]
         probes = grpc_probes(container)
         assert probes and {port for port, _ in probes} == {params["port"]}
         checked += [name for _, name in probes]
@@ -551,18 +464,23 @@ def test_keda_counts_the_jobs_that_need_a_worker(postgres_store) -> None:
 
 
 # -- KServe -----------------------------------------------------------------------------------
-def test_kserve_runtime_serves_mnt_models_over_grpc_v2() -> None:
+def test_kserve_runtime_serves_mnt_models_over_rest_and_grpc_v2() -> None:
     docs = render("kserve")
     runtime = find(docs, "ClusterServingRuntime", "keras-zoo")
     service = find(docs, "InferenceService", "keras-zoo")
-    assert runtime["spec"]["protocolVersions"] == ["grpc-v2"]  # v2 REST once the HTTP port exists
+    assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]
     (container,) = runtime["spec"]["containers"]
     assert container["name"] == "kserve-container"
     _, params = parse_cli(container["args"])
     assert params["repository"] == Path("/mnt/models")
-    assert [p["name"] for p in container["ports"]] == ["h2c"]
+    # KServe's conventions (its Triton runtime's too): REST on 8080, where traffic goes when
+    # the predictor names no port; gRPC on the port a grpc-v2 predictor names h2c.
+    assert (params["http_port"], params["port"]) == (8080, 9000)
+    assert "ports" not in container
     model = service["spec"]["predictor"]["model"]
     assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["protocolVersion"] == "grpc-v2"
+    assert model["ports"] == [{"name": "h2c", "containerPort": params["port"], "protocol": "TCP"}]
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
     formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert model["modelFormat"]["name"] in formats

@@ -3,7 +3,8 @@
 Runs in a child process because TensorFlow keeps the memory it took after a model is
 built and exported; the caller's process must not grow. Speaks JSON lines on stdout:
 ``{"event": "stage", "stage": ..., "message": ...}`` while working, then one
-``{"event": "result", ...}`` or ``{"event": "error", "error": <ZooError class>, "message": ...}``.
+``{"event": "result", ...}`` (a ``ChildResult``) or ``{"event": "error", "error": <ZooError
+class>, "message": ...}``. The request file holds a ``ChildRequest`` (zoo.export.records).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np
 from zoo import errors
 from zoo.catalog import Preprocessing, get_spec
 from zoo.catalog.build import build_model, import_keras
+from zoo.export.records import CatalogSource, ChildRequest, ChildResult, ChildSource
 from zoo.export.verify import (
-    DEFAULT_REL_TOL,
     compare_logits,
     compare_with_exact,
     float64_copy,
@@ -89,22 +90,22 @@ def to_logits_model(keras: Any, model: Any) -> Any:
     return model
 
 
-def load_model(keras: Any, source: dict[str, Any]) -> tuple[Any, str, str | None]:
+def load_model(keras: Any, source: ChildSource) -> tuple[Any, str, str | None]:
     """The logits model, its preprocessing mode and the Keras module of its preprocess_input."""
-    if source["kind"] == "catalog":
-        spec = get_spec(source["name"])
+    if isinstance(source, CatalogSource):
+        spec = get_spec(source.name)
         model = build_model(
             spec,
-            weights=source["weights"],
-            input_shape=source.get("input_shape"),
-            allow_download=source.get("allow_download", False),
-            weights_dir=source.get("weights_dir"),
+            weights=source.weights,
+            input_shape=source.input_shape,
+            allow_download=source.allow_download,
+            weights_dir=source.weights_dir,
             classifier_activation=None,
-            **source.get("constructor_kwargs", {}),
+            **source.constructor_kwargs,
         )
         return model, spec.preprocessing.value, spec.keras_module
-    model = keras.saving.load_model(source["path"], compile=False)
-    return to_logits_model(keras, model), source["preprocessing"], None
+    model = keras.saving.load_model(source.path, compile=False)
+    return to_logits_model(keras, model), source.preprocessing, None
 
 
 def peak_rss_bytes() -> int:
@@ -137,13 +138,13 @@ def batched(model: Any, x: np.ndarray, batch: int = 1) -> np.ndarray:
     return np.concatenate([np.asarray(forward(x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
-def run(request: dict[str, Any]) -> dict[str, Any]:
+def run(request: ChildRequest) -> ChildResult:
     started = time.perf_counter()
     keras = import_keras()
     from zoo.export.convert import export_keras_to_onnx
 
     stage("build", "building the Keras model")
-    model, mode, keras_module = load_model(keras, request["source"])
+    model, mode, keras_module = load_model(keras, request.source)
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4 or model.inputs[0].shape[-1] != 3:
         raise errors.InvalidArgument(
             f"export needs one NHWC RGB image input; the model has {model.inputs}"
@@ -154,18 +155,18 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     stage("reference", "computing Keras reference logits")
     pixels = verification_inputs(height, width)
     floats = pixels.astype(np.float32)
-    uint8_input = request["input"] == "uint8"
+    uint8_input = request.input == "uint8"
     fed = preprocess(floats.copy()) if preprocess is not None else floats
     reference = batched(model, np.asarray(fed, dtype=np.float32))
 
     stage("convert", "converting to ONNX")
-    output = Path(request["output"])
+    output = Path(request.output)
     stats = export_keras_to_onnx(
         model,
         output,
         preprocess=preprocess if uint8_input else None,
         input_dtype="uint8" if uint8_input else "float32",
-        opset=request.get("opset"),
+        opset=request.opset,
     )
     num_classes = int(reference.shape[-1])
     # Kept on disk, not in memory, for a float64 reference if the float32 one disagrees.
@@ -186,8 +187,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             [session.run(["logits"], {"image": feed[i : i + 1]})[0] for i in range(len(feed))]
         )
         del session
-        rel_tol = request.get("rel_tol", DEFAULT_REL_TOL)
-        verification = compare_logits(reference, onnx_logits, rel_tol)
+        verification = compare_logits(reference, onnx_logits, request.rel_tol)
         if not verification.passed:
             # Float32 rounding grows with depth (see zoo.export.verify): judge by the exact
             # answer, allowing the error Keras's own float32 logits have.
@@ -197,25 +197,28 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             del exact_model
             keras.backend.clear_session()
             verification = compare_with_exact(
-                reference, exact, onnx_logits, rel_tol, request.get("float32_margin", 2.0)
+                reference, exact, onnx_logits, request.rel_tol, request.float32_margin
             )
-    return {
-        "preprocessing": mode,
-        "input_shape": [height, width, 3],
-        "num_classes": num_classes,
-        "seconds": time.perf_counter() - started,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "keras_version": keras.__version__,
-        "verification": verification.to_dict(),
-        **stats,
-    }
+    return ChildResult(
+        preprocessing=mode,
+        input_shape=(height, width, 3),
+        num_classes=num_classes,
+        seconds=time.perf_counter() - started,
+        peak_rss_bytes=peak_rss_bytes(),
+        keras_version=keras.__version__,
+        verification=verification.to_dict(),
+        opset=int(stats["opset"]),
+        nodes=int(stats["nodes"]),
+        folded_nodes=int(stats["folded_nodes"]),
+        initializers=int(stats["initializers"]),
+    )
 
 
 def main() -> int:
     die_with_parent()
-    request = json.loads(Path(sys.argv[1]).read_text())
+    request = ChildRequest.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     try:
-        emit("result", **run(request))
+        emit("result", **run(request).to_dict())
     except errors.ZooError as e:
         emit("error", error=type(e).__name__, message=str(e))
         return 2

@@ -29,6 +29,13 @@ from zoo.catalog import ModelSpec, Preprocessing
 from zoo.catalog.build import resolve_spec, validate_input_shape
 from zoo.catalog.labels import imagenet_class_index
 from zoo.catalog.weights import WeightsSource, locate
+from zoo.export.records import (
+    CatalogSource,
+    ChildRequest,
+    ChildResult,
+    ChildSource,
+    KerasFileSource,
+)
 from zoo.export.triton_config import render_config
 from zoo.extras import require
 from zoo.lifetime import child_env
@@ -96,13 +103,13 @@ def _lines(process: subprocess.Popen[str], should_stop: Callable[[], bool] | Non
 
 
 def _run_child(
-    request: dict[str, Any],
+    request: ChildRequest,
     workdir: Path,
     progress: Progress | None,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
+) -> ChildResult:
     request_path = workdir / "request.json"
-    request_path.write_text(json.dumps(request))
+    request_path.write_text(json.dumps(request.to_dict()))
     with tempfile.TemporaryFile(mode="w+") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "zoo.export.child", str(request_path)],
@@ -133,7 +140,8 @@ def _run_child(
             raise errors.Internal(
                 f"the export process {how}{hint}: {tail[0] if tail else 'no error output'}"
             )
-        return final
+        final.pop("event")
+        return ChildResult.from_dict(final)
 
 
 def _labels(spec: ModelSpec | None, num_classes: int, labels: Sequence[str] | None) -> list[str]:
@@ -229,16 +237,16 @@ def export_model(
         version_dir = staged / "version"
         version_dir.mkdir()
         model_file = version_dir / MODEL_FILE
-        request = {
-            "source": source,
-            "input": input,
-            "opset": opset,
-            "output": str(model_file),
-            "rel_tol": rel_tol,
-            "float32_margin": float32_margin,
-        }
+        request = ChildRequest(
+            source=source,
+            input=input,
+            opset=opset,
+            output=str(model_file),
+            rel_tol=rel_tol,
+            float32_margin=float32_margin,
+        )
         result = _run_child(request, staged, progress, should_stop)
-        verification = result["verification"]
+        verification = dict(result.verification)
         if not verification["passed"]:
             exact = verification.get("max_abs_exact_diff")
             diff = (
@@ -273,8 +281,8 @@ def export_model(
         version=published.version,
         path=published.path,
         onnx_bytes=published.model_file.stat().st_size,
-        seconds=result["seconds"],
-        peak_rss_bytes=result["peak_rss_bytes"],
+        seconds=result.seconds,
+        peak_rss_bytes=result.peak_rss_bytes,
         verification=verification,
         manifest=published.manifest(),
     )
@@ -343,23 +351,22 @@ def _child_source(
     weights_dir: str | os.PathLike[str] | None,
     allow_download: bool,
     constructor_kwargs: dict[str, Any],
-) -> dict[str, Any]:
+) -> ChildSource:
     """The ``source`` of the child's request; a model given directly is saved for it first."""
     if what.spec is None:
         path = what.keras_file or staged / "source.keras"
         if what.keras_model is not None:
             what.keras_model.save(path)
-        return {"kind": "keras_file", "path": str(path), "preprocessing": what.mode}
+        return KerasFileSource(path=str(path), preprocessing=what.mode)
     assert what.weights is not None
-    return {
-        "kind": "catalog",
-        "name": what.spec.name,
-        "weights": what.weights.keras_arg,
-        "input_shape": list(input_shape) if input_shape else None,
-        "weights_dir": str(weights_dir) if weights_dir else None,
-        "allow_download": allow_download,
-        "constructor_kwargs": constructor_kwargs,
-    }
+    return CatalogSource(
+        name=what.spec.name,
+        weights=what.weights.keras_arg,
+        input_shape=input_shape,
+        weights_dir=str(weights_dir) if weights_dir else None,
+        allow_download=allow_download,
+        constructor_kwargs=constructor_kwargs,
+    )
 
 
 def _existing_versions(repo: Repository, name: str) -> list[int]:
@@ -371,31 +378,36 @@ def _existing_versions(repo: Repository, name: str) -> list[int]:
 
 def _manifest(
     spec: ModelSpec | None,
-    source: dict[str, Any],
-    result: dict[str, Any],
+    source: ChildSource,
+    result: ChildResult,
     model_file: Path,
     input_mode: str,
     mode: str,
     labels: Sequence[str] | None,
 ) -> Manifest:
-    num_classes = result["num_classes"]
+    num_classes = result.num_classes
     weights_info: dict[str, Any] = {"kind": "none"}
-    if source["kind"] == "keras_file":
+    constructor_kwargs: dict[str, Any] = {}
+    if isinstance(source, KerasFileSource):
         weights_info = {"kind": "keras_model"}
-    elif source["weights"] == "imagenet":
-        assert spec is not None
-        wf = spec.weights_top
-        weights_info = {"kind": "imagenet", "file_name": wf.file_name, "file_hash": wf.file_hash}
-    elif source["weights"] is not None:
-        path = Path(source["weights"])
-        weights_info = {"kind": "file", "file_name": path.name, "sha256": _sha256(path)}
-    height, width, _ = result["input_shape"]
+    else:
+        constructor_kwargs = dict(source.constructor_kwargs)
+        if source.weights == "imagenet":
+            assert spec is not None
+            wf = spec.weights_top
+            weights_info = {
+                "kind": "imagenet", "file_name": wf.file_name, "file_hash": wf.file_hash
+            }  # fmt: skip
+        elif source.weights is not None:
+            path = Path(source.weights)
+            weights_info = {"kind": "file", "file_name": path.name, "sha256": _sha256(path)}
+    height, width, _ = result.input_shape
     return Manifest(
         source=Source(
             catalog_model=spec.name if spec else None,
-            constructor_kwargs=source.get("constructor_kwargs", {}),
+            constructor_kwargs=constructor_kwargs,
             weights=weights_info,
-            keras_version=result["keras_version"],
+            keras_version=result.keras_version,
         ),
         input=InputSpec(
             name="image",
@@ -415,15 +427,15 @@ def _manifest(
             "file": MODEL_FILE,
             "sha256": _sha256(model_file),
             "bytes": model_file.stat().st_size,
-            "opset": result["opset"],
-            "nodes": result["nodes"],
+            "opset": result.opset,
+            "nodes": result.nodes,
         },
         export={
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "seconds": round(result["seconds"], 3),
-            "peak_rss_bytes": result["peak_rss_bytes"],
+            "seconds": round(result.seconds, 3),
+            "peak_rss_bytes": result.peak_rss_bytes,
             "route": "stateless trace + numpy weight folding (zoo.export.convert)",
             "host": platform.node(),
         },
-        verification=result["verification"],
+        verification=dict(result.verification),
     )
