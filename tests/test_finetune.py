@@ -125,6 +125,9 @@ def check_the_test_report(server, job_id, dataset_id, manifest, zoo_cli, tmp_pat
         shown.stdout
     )
     assert "macro avg" in shown.stdout and "confusion matrix" in shown.stdout
+    model_shown = zoo_cli("model", "digits", "--version", "1", "--server", server.address)
+    assert model_shown.returncode == 0, model_shown.stderr
+    assert "version 1:\ntest split stratified-v0.15-t0.15-s0: 36 images" in model_shown.stdout
 
     logs = tmp_path / "tb"
     copied = zoo_cli("jobs", "logs", job_id, "--tensorboard", str(logs), "--server", server.address)
@@ -355,7 +358,9 @@ def test_cli_jobs_show_watch_cancel(tmp_path: Path, zoo_cli) -> None:
         assert done.returncode == 1 and "has already ended (CANCELLED)" in done.stderr
         done = zoo_cli("jobs", "logs", job.id, "--tensorboard", str(tmp_path / "tb"), *address)
         assert done.returncode == 1
-        assert f"job {job.id} (export, CANCELLED) has no training logs on this server" in done.stderr
+        assert (
+            f"job {job.id} (export, CANCELLED) has no training logs on this server" in done.stderr
+        )
         assert not (tmp_path / "tb").exists()
     finally:
         server.stop()
