@@ -176,7 +176,7 @@ def export_model(
     progress: Progress | None = None,
     training: Mapping[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    evaluate: Callable[[Path, Manifest], Evaluation] | None = None,
+    evaluate: Callable[[Path, Manifest], Evaluation | None] | None = None,
     **constructor_kwargs: Any,
 ) -> ExportResult:
     """Export a model to ``<repository>/<model_name>/<version>/model.onnx``, verified.

@@ -87,11 +87,14 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
     )
     report("log", {"message": f"validation accuracy {result.val_accuracy:.3f}; exporting"})
 
-    def evaluate(model_file: Path, manifest: Manifest) -> Evaluation:
+    def evaluate(model_file: Path, manifest: Manifest) -> Evaluation | None:
         report("log", {"message": f"testing the exported model on {len(parts['test'])} images"})
         evaluation = evaluate_onnx(
             model_file, manifest, split.id, parts["test"], dataset.path, result.class_names
         )
+        if evaluation is None:
+            report("log", {"message": "no test report: Classify decodes none of the test images"})
+            return None
         write_tensorboard(workdir / TENSORBOARD_DIR / "evaluation", evaluation)
         report("log", {"message": f"test accuracy {evaluation.accuracy:.3f}"})
         return evaluation

@@ -122,9 +122,12 @@ def evaluate_onnx(
     test_files: Sequence[tuple[Path, int]],
     root: Path,
     class_names: Sequence[str],
-) -> Evaluation:
-    """The report of ``model_file`` on the test images; paths shown relative to ``root``."""
+) -> Evaluation | None:
+    """The report of ``model_file`` on the test images, paths shown relative to ``root``;
+    None when Classify could decode none of them (a dataset of BMP or GIF images)."""
     probabilities, kept = onnx_probabilities(model_file, manifest, [p for p, _ in test_files])
+    if not kept:
+        return None
     return evaluation_report(
         split,
         [test_files[i][1] for i in kept],
