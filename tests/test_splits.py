@@ -198,3 +198,37 @@ def test_a_manifest_label_whose_images_all_fail_to_decode_is_refused(tmp_path: P
     with pytest.raises(InvalidArgument, match=r"label 'unit' has no image that decoded"):
         DatasetStore(tmp_path).add([make_zip(files)])
     assert DatasetStore(tmp_path).list() == []
+
+
+def test_a_manifest_of_photos_in_nested_folders(tmp_path: Path) -> None:
+    """scikit-image's photos as JPEG crops in nested folders, labelled and split by a JSON
+    Lines manifest: images are found by their archive path, not by a class folder."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    files: dict[str, bytes] = {}
+    rows = []
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo = getattr(data, name)()
+        for i, part in enumerate(("train", "train", "validation", "test")):
+            crop = photo[i * 40 : i * 40 + 160, i * 30 : i * 30 + 160]
+            buffer = io.BytesIO()
+            Image.fromarray(crop).save(buffer, format="JPEG")
+            path = f"shots/2024/{name}/{i}.jpg"
+            files[f"photos/{path}"] = buffer.getvalue()
+            rows.append(json.dumps({"path": path, "label": name, "split": part}))
+    files["photos/manifest.jsonl"] = ("\n".join(rows) + "\n").encode()
+    store = DatasetStore(tmp_path)
+    dataset = store.add([make_tar(files)])
+    assert dataset.classes == ("astronaut", "chelsea", "coffee") and dataset.counts == (4, 4, 4)
+    split = store.split(dataset.id)
+    assert split.test == (
+        "astronaut/shots__2024__astronaut__3.jpg",
+        "chelsea/shots__2024__chelsea__3.jpg",
+        "coffee/shots__2024__coffee__3.jpg",
+    )
+    parts = store.split_files(dataset.id, split)
+    assert [c for _, c in parts["test"]] == [0, 1, 2]
+    assert all(p.is_file() for p, _ in parts["train"]) and len(parts["train"]) == 6
