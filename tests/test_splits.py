@@ -73,6 +73,7 @@ def manifest_archive(rows: list[str], header: str = "path,label,split") -> dict[
         for name in ("zero", "one")
         for i in range(4)
     }
+    files["data/images__zero0.png"] = files["data/images/zero0.png"]  # listed by one test
     files["data/manifest.csv"] = ("\n".join([header, *rows]) + "\n").encode()
     return files
 
@@ -152,6 +153,12 @@ BAD_MANIFESTS = [
         [*good_rows(), "images/one3.png,unit,test"],
         "path,label,split",
         "manifest.csv line 10: path 'images/one3.png' is listed twice (first on line 9)",
+    ),
+    (
+        [*good_rows(), "images__zero0.png,nought,test"],
+        "path,label,split",
+        "manifest.csv line 10: path 'images__zero0.png' would be stored as 'images__zero0.png', "
+        "like line 2's path; rename one of them",
     ),
     (
         good_rows(split=False),

@@ -669,6 +669,7 @@ def _plan_manifest(
     }
     targets: dict[int, tuple[str, str]] = {}
     splits: dict[str, str] = {}
+    taken: dict[tuple[str, str], int] = {}
     for row in rows:
         parts = _manifest_row_parts(name, row)
         entry = members.get(parts)
@@ -691,6 +692,12 @@ def _plan_manifest(
             raise InvalidArgument(
                 f"{name} line {row.line}: path {row.path!r} is longer than 255 bytes"
             )
+        if (row.label, stored) in taken:
+            raise InvalidArgument(
+                f"{name} line {row.line}: path {row.path!r} would be stored as {stored!r}, "
+                f"like line {taken[(row.label, stored)]}'s path; rename one of them"
+            )
+        taken[(row.label, stored)] = row.line
         targets[entry.index] = (row.label, stored)
         if row.split is not None:
             splits[f"{row.label}/{stored}"] = row.split
