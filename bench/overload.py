@@ -37,7 +37,7 @@ import numpy as np
 
 from bench.export import machine
 from bench.requests import cpu_seconds
-from bench.serve import drive, export_models, request
+from bench.serve import drive, export_models, replace_section, request
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 
@@ -192,12 +192,6 @@ def section(results: dict[str, Any], seconds: float, deadline: float, timeout_ms
     return "\n".join(lines)
 
 
-def replace_section(text: str, new: str) -> str:
-    before, found, after = text.partition(HEADING)
-    rest = after.split("\n## ", 1)[1] if found and "\n## " in after else ""
-    return before.rstrip("\n") + "\n\n" + new + ("\n## " + rest if rest else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("models", nargs="*", default=list(MODELS))
@@ -217,7 +211,7 @@ def main() -> None:
             )
     new = section(results, args.seconds, args.deadline, args.queue_timeout_ms)
     old = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(replace_section(old, new))
+    args.out.write_text(replace_section(old, new, HEADING))
     print(new)
 
 

@@ -388,9 +388,10 @@ def rest_section(results: dict[str, Any], seconds: float, rounds: int) -> str:
     return "\n".join([*lines, ""])
 
 
-def replace_rest_section(text: str, section: str) -> str:
-    """``text`` (serve.md) with its REST section replaced by ``section`` (or appended)."""
-    before, found, after = text.partition(REST_HEADING)
+def replace_section(text: str, section: str, heading: str = REST_HEADING) -> str:
+    """``text`` (serve.md) with its section under ``heading`` replaced by ``section`` (or
+    appended); the other sections are kept."""
+    before, found, after = text.partition(heading)
     rest = after.split("\n## ", 1)[1] if found and "\n## " in after else ""
     return before.rstrip("\n") + "\n\n" + section + ("\n## " + rest if rest else "")
 
@@ -411,7 +412,7 @@ def main() -> None:
         results = run_rest(tuple(args.models), args.seconds, args.rounds)
         section = rest_section(results, args.seconds, args.rounds)
         old = args.out.read_text() if args.out.exists() else ""
-        args.out.write_text(replace_rest_section(old, section))
+        args.out.write_text(replace_section(old, section))
         print(section)
         return
     results = run(tuple(args.models), args.seconds, args.rounds)
