@@ -6,7 +6,11 @@ output never changes during phase 1, so its features are computed once and the h
 on them alone: the same result for a fraction of the compute. Phase 2 unfreezes the top of
 the base (never its BatchNormalization layers, which stay in inference mode), recompiles
 with a low learning rate and continues on images. Every epoch writes a checkpoint; a run
-that finds one continues from it.
+that finds one continues from it. Both phases write TensorBoard logs (Keras's callback).
+
+``train`` takes the steps in order, each a method of ``_Run``: data and model (``build``),
+``phase1``, ``phase2``, then validation and the saved model (``finish``); which images train
+and which validate is the dataset's recorded split (``zoo.jobs.splits``).
 
 Runs in a job's child process (TensorFlow keeps memory); reports through a callback.
 """
