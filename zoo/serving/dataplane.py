@@ -142,7 +142,10 @@ class DataPlane:
         """(version, its test-split report or None) of a model in the repository; the newest
         version when ``version`` is None."""
         chosen = self.repository.get(name, version)
-        return chosen.version, chosen.manifest().evaluation
+        try:
+            return chosen.version, chosen.manifest().evaluation
+        except (NotFound, ManifestError):  # no readable zoo.json: no report, as ListModels
+            return chosen.version, None
 
     def _summary(self, name: str, spec: Any | None, loaded: list[LoadedModel]) -> ModelSummary:
         try:
