@@ -239,7 +239,7 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
             TokenCheck(bearer(config.token)),
             config.max_message_bytes,
         )
-        http = HttpServer(config, services)
+        http = HttpServer(config, services, metrics)
         await http.start()
     await plane.start()
     stop_workers = threading.Event()

@@ -127,6 +127,19 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.http_requests = Counter(
+            "zoo_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "zoo_http_request_duration_seconds",
+            "HTTP request latency by route template (a job event stream: until it ends)",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._http: Any = None
 
     def watch_models(
@@ -140,6 +153,10 @@ class Metrics:
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()
         self.latency.labels(method).observe(seconds)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_latency.labels(method, route).observe(seconds)
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint; returns the bound port."""

@@ -16,19 +16,24 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
-from server.http import v1, v2
+from server.http import console, v1, v2
 from server.http.errors import EXCEPTION_HANDLERS
+from server.http.metrics import RequestMetrics
 from server.http.services import Services
+from server.metrics import Metrics
 from zoo.config import ServerConfig
 
 log = logging.getLogger("zoo.server")
 
 
-def create_app(services: Services) -> Starlette:
+def create_app(services: Services, metrics: Metrics | None = None) -> Starlette:
     handlers: dict[Any, Any] = dict(EXCEPTION_HANDLERS)
     return Starlette(
-        routes=[*v2.routes(services), *v1.routes(services)], exception_handlers=handlers
+        routes=[*v2.routes(services), *v1.routes(services), *console.routes(services)],
+        exception_handlers=handlers,
+        middleware=[Middleware(RequestMetrics, metrics=metrics)] if metrics else None,
     )
 
 
@@ -50,10 +55,12 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
 
 
 class HttpServer:
-    def __init__(self, config: ServerConfig, services: Services) -> None:
+    def __init__(
+        self, config: ServerConfig, services: Services, metrics: Metrics | None = None
+    ) -> None:
         self.services = services
         self._config = uvicorn.Config(
-            create_app(services),
+            create_app(services, metrics),
             host=config.host,
             port=config.http_port,
             ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
