@@ -35,7 +35,7 @@ IDEMPOTENT = {
     ],
     "zoo.v1.ModelZoo": ["ListModels", "GetModel", "Classify", "ListLabels"],
     "zoo.v1.Datasets": ["ListDatasets", "GetDataset"],
-    "zoo.v1.Jobs": ["GetJob", "ListJobs"],
+    "zoo.v1.Jobs": ["GetJob", "ListJobs", "GetTrainingLogs"],
 }  # fmt: skip
 # Never here: the calls that create, delete or cancel (a retried CreateFineTuneJob whose first
 # attempt reached the server would start two jobs), RollbackLabel (each call goes back one
@@ -149,6 +149,8 @@ def model_info(m: zpb.Model) -> ModelInfo:
         top5_accuracy=m.top5_accuracy,
         execution_provider=m.execution_provider,
         labels={entry.label: entry.version for entry in m.labels},
+        evaluation=json.loads(m.evaluation_json) if m.evaluation_json else None,
+        evaluated_version=m.evaluated_version,
     )
 
 

@@ -75,8 +75,9 @@ class AsyncZooClient:
         response = await self._call(self._zoo.ListModels, request)
         return [_wire.model_info(m) for m in response.models]
 
-    async def model(self, name: str) -> ModelInfo:
-        response = await self._call(self._zoo.GetModel, zpb.GetModelRequest(name=name))
+    async def model(self, name: str, version: int | None = None) -> ModelInfo:
+        request = zpb.GetModelRequest(name=name, version=version or 0)
+        response = await self._call(self._zoo.GetModel, request)
         return _wire.model_info(response)
 
     async def classify(
@@ -183,6 +184,10 @@ class AsyncZooClient:
     async def job(self, job_id: str) -> job_api.Job:
         message = await self._call(self._jobs.GetJob, zpb.GetJobRequest(id=job_id))
         return job_api.job_from(message, self)
+
+    async def training_logs(self, job_id: str) -> bytes:
+        request = zpb.GetTrainingLogsRequest(id=job_id)
+        return bytes((await self._call(self._jobs.GetTrainingLogs, request)).tar_gz)
 
     async def jobs(self, state: str = "", limit: int = 100) -> list[job_api.Job]:
         request = zpb.ListJobsRequest(state=state, limit=limit)

@@ -78,8 +78,10 @@ class ZooClient:
         request = zpb.ListModelsRequest(pattern=pattern, served_only=served_only)
         return [_wire.model_info(m) for m in self._call(self._zoo.ListModels, request).models]
 
-    def model(self, name: str) -> ModelInfo:
-        return _wire.model_info(self._call(self._zoo.GetModel, zpb.GetModelRequest(name=name)))
+    def model(self, name: str, version: int | None = None) -> ModelInfo:
+        """One model; ``version`` (default: the newest) picks whose test report it carries."""
+        request = zpb.GetModelRequest(name=name, version=version or 0)
+        return _wire.model_info(self._call(self._zoo.GetModel, request))
 
     def classify(
         self, images: Any, model: str, top_k: int = 5, version: int | str | None = None
@@ -208,6 +210,12 @@ class ZooClient:
 
     def job(self, job_id: str) -> job_api.Job:
         return job_api.job_from(self._call(self._jobs.GetJob, zpb.GetJobRequest(id=job_id)), self)
+
+    def training_logs(self, job_id: str) -> bytes:
+        """A fine-tune job's TensorBoard event files, as a gzipped tar (phase1/, phase2/,
+        evaluation/)."""
+        request = zpb.GetTrainingLogsRequest(id=job_id)
+        return bytes(self._call(self._jobs.GetTrainingLogs, request).tar_gz)
 
     def jobs(self, state: str = "", limit: int = 100) -> list[job_api.Job]:
         response = self._call(self._jobs.ListJobs, zpb.ListJobsRequest(state=state, limit=limit))

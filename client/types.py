@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class ModelInfo:
     top5_accuracy: float
     execution_provider: str
     labels: dict[str, int] = field(default_factory=dict)  # label -> version
+    # model(name, version) only: that version's test-split report (zoo.json's "evaluation")
+    evaluation: dict[str, Any] | None = None
+    evaluated_version: int = 0
 
     @property
     def served(self) -> bool:

@@ -21,13 +21,15 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "catalog_model", "family", "versions", "loaded_versions", "input_shape", "preprocessing", "num_classes", "parameters", "size_mb", "top1_accuracy", "top5_accuracy", "execution_provider", "labels")
+    __slots__ = ("name", "catalog_model", "family", "versions", "loaded_versions", "input_shape", "preprocessing", "num_classes", "parameters", "size_mb", "top1_accuracy", "top5_accuracy", "execution_provider", "labels", "evaluation_json", "evaluated_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATALOG_MODEL_FIELD_NUMBER: _ClassVar[int]
     FAMILY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,8 @@ class Model(_message.Message):
     TOP5_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     catalog_model: str
     family: str
@@ -56,7 +60,9 @@ class Model(_message.Message):
     top5_accuracy: float
     execution_provider: str
     labels: _containers.RepeatedCompositeFieldContainer[VersionLabel]
-    def __init__(self, name: _Optional[str] = ..., catalog_model: _Optional[str] = ..., family: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[str] = ..., num_classes: _Optional[int] = ..., parameters: _Optional[int] = ..., size_mb: _Optional[float] = ..., top1_accuracy: _Optional[float] = ..., top5_accuracy: _Optional[float] = ..., execution_provider: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[VersionLabel, _Mapping]]] = ...) -> None: ...
+    evaluation_json: str
+    evaluated_version: int
+    def __init__(self, name: _Optional[str] = ..., catalog_model: _Optional[str] = ..., family: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., preprocessing: _Optional[str] = ..., num_classes: _Optional[int] = ..., parameters: _Optional[int] = ..., size_mb: _Optional[float] = ..., top1_accuracy: _Optional[float] = ..., top5_accuracy: _Optional[float] = ..., execution_provider: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[VersionLabel, _Mapping]]] = ..., evaluation_json: _Optional[str] = ..., evaluated_version: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("model", "version", "images", "top_k", "version_label")
@@ -157,7 +163,7 @@ class DeleteDatasetResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class FineTuneParams(_message.Message):
-    __slots__ = ("epochs", "fine_tune_epochs", "learning_rate", "fine_tune_learning_rate", "batch_size", "image_size", "unfreeze", "augment", "validation_split", "patience", "dropout", "seed", "weights", "mixed_precision", "base_kwargs", "promote")
+    __slots__ = ("epochs", "fine_tune_epochs", "learning_rate", "fine_tune_learning_rate", "batch_size", "image_size", "unfreeze", "augment", "validation_split", "patience", "dropout", "seed", "weights", "mixed_precision", "base_kwargs", "promote", "test_split", "split_seed")
     class BaseKwargsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +187,8 @@ class FineTuneParams(_message.Message):
     MIXED_PRECISION_FIELD_NUMBER: _ClassVar[int]
     BASE_KWARGS_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    TEST_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_SEED_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     fine_tune_epochs: int
     learning_rate: float
@@ -197,7 +205,9 @@ class FineTuneParams(_message.Message):
     mixed_precision: bool
     base_kwargs: _containers.ScalarMap[str, float]
     promote: str
-    def __init__(self, epochs: _Optional[int] = ..., fine_tune_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., fine_tune_learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., unfreeze: _Optional[float] = ..., augment: _Optional[bool] = ..., validation_split: _Optional[float] = ..., patience: _Optional[int] = ..., dropout: _Optional[float] = ..., seed: _Optional[int] = ..., weights: _Optional[str] = ..., mixed_precision: _Optional[bool] = ..., base_kwargs: _Optional[_Mapping[str, float]] = ..., promote: _Optional[str] = ...) -> None: ...
+    test_split: float
+    split_seed: int
+    def __init__(self, epochs: _Optional[int] = ..., fine_tune_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., fine_tune_learning_rate: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., unfreeze: _Optional[float] = ..., augment: _Optional[bool] = ..., validation_split: _Optional[float] = ..., patience: _Optional[int] = ..., dropout: _Optional[float] = ..., seed: _Optional[int] = ..., weights: _Optional[str] = ..., mixed_precision: _Optional[bool] = ..., base_kwargs: _Optional[_Mapping[str, float]] = ..., promote: _Optional[str] = ..., test_split: _Optional[float] = ..., split_seed: _Optional[int] = ...) -> None: ...
 
 class CreateFineTuneJobRequest(_message.Message):
     __slots__ = ("base_model", "dataset_id", "output_model", "params", "allow_other_source")
@@ -370,3 +380,19 @@ class ModelLabels(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[LabelChange]
     default_version: int
     def __init__(self, model: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[VersionLabel, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[LabelChange, _Mapping]]] = ..., default_version: _Optional[int] = ...) -> None: ...
+
+class GetTrainingLogsRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class TrainingLogs(_message.Message):
+    __slots__ = ("job_id", "tar_gz", "files")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TAR_GZ_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    tar_gz: bytes
+    files: int
+    def __init__(self, job_id: _Optional[str] = ..., tar_gz: _Optional[bytes] = ..., files: _Optional[int] = ...) -> None: ...

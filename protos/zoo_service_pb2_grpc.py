@@ -566,6 +566,11 @@ class JobsStub:
                 request_serializer=protos_dot_zoo__service__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=protos_dot_zoo__service__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.GetTrainingLogs = channel.unary_unary(
+                '/zoo.v1.Jobs/GetTrainingLogs',
+                request_serializer=protos_dot_zoo__service__pb2.GetTrainingLogsRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.TrainingLogs.FromString,
+                _registered_method=True)
 
 
 class JobsServicer:
@@ -609,6 +614,13 @@ class JobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrainingLogs(self, request, context):
+        """The TensorBoard event files a fine-tune job wrote, as one gzipped tar.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -641,6 +653,11 @@ def add_JobsServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=protos_dot_zoo__service__pb2.WatchJobRequest.FromString,
                     response_serializer=protos_dot_zoo__service__pb2.JobEvent.SerializeToString,
+            ),
+            'GetTrainingLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingLogs,
+                    request_deserializer=protos_dot_zoo__service__pb2.GetTrainingLogsRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.TrainingLogs.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -806,6 +823,33 @@ class Jobs:
             '/zoo.v1.Jobs/WatchJob',
             protos_dot_zoo__service__pb2.WatchJobRequest.SerializeToString,
             protos_dot_zoo__service__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Jobs/GetTrainingLogs',
+            protos_dot_zoo__service__pb2.GetTrainingLogsRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.TrainingLogs.FromString,
             options,
             channel_credentials,
             insecure,

@@ -197,6 +197,7 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
         datasets,
         plane.repository,
         weights_dirs=(weights_cache_dir(), config.data_dir / "weights"),
+        work_dir=config.data_dir / "jobs",
     )
     # Job store and dataset calls get their own threads: a slow database or disk then
     # delays jobs and datasets, never inference (which uses the data plane's executor).

@@ -17,6 +17,7 @@ from zoo.errors import InvalidArgument
 from zoo.jobs.datasets import Dataset
 from zoo.jobs.records import Job, JobEvent
 from zoo.labels import LABEL_PATTERN
+from zoo.manifest import Evaluation
 from zoo.repository import MAX_VERSION
 from zoo.serving.dataplane import ModelIndexEntry, ModelLabels, ModelSummary, Prediction
 from zoo.serving.runtime import LoadedModel, TensorInfo
@@ -317,8 +318,12 @@ def repository_index(entries: list[ModelIndexEntry]) -> pb.RepositoryIndexRespon
     )
 
 
-def zoo_model(summary: ModelSummary) -> zpb.Model:
+def zoo_model(
+    summary: ModelSummary, evaluation: tuple[int, Evaluation | None] | None = None
+) -> zpb.Model:
+    """``evaluation``: (version, its test report) for GetModel."""
     spec = summary.spec
+    version, report = evaluation or (0, None)
     return zpb.Model(
         name=summary.name,
         catalog_model=summary.catalog_model or "",
@@ -334,6 +339,8 @@ def zoo_model(summary: ModelSummary) -> zpb.Model:
         top5_accuracy=(spec.top5_accuracy or 0.0) if spec else 0.0,
         execution_provider=summary.provider,
         labels=[zpb.VersionLabel(label=k, version=v) for k, v in summary.labels],
+        evaluation_json=json.dumps(report.to_dict()) if report else "",
+        evaluated_version=version,
     )
 
 

@@ -201,6 +201,12 @@ class JobsService(zpb_grpc.JobsServicer):
         async for event in self.events(request.id, request.after_event):
             yield convert.job_event(event)
 
+    async def GetTrainingLogs(
+        self, request: zpb.GetTrainingLogsRequest, context: Context
+    ) -> zpb.TrainingLogs:
+        archive, files = await off_loop(self.io, lambda: self.manager.training_logs(request.id))
+        return zpb.TrainingLogs(job_id=request.id, tar_gz=archive, files=files)
+
     def events(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
         """A job's events after number ``after`` as they are written, until the job has
         ended: what WatchJob and the HTTP event stream send. At shutdown: Unavailable."""

@@ -27,7 +27,10 @@ class ModelZooService(zpb_grpc.ModelZooServicer):
 
     async def GetModel(self, request: zpb.GetModelRequest, context: Context) -> zpb.Model:
         for summary in self.plane.list_models(request.name):
-            return convert.zoo_model(summary)
+            if not summary.versions:
+                return convert.zoo_model(summary)
+            version = convert.parse_version(request.version)
+            return convert.zoo_model(summary, self.plane.evaluation(summary.name, version))
         raise NotFound(f"no model named {request.name!r} in the catalog or the repository")
 
     async def Classify(

@@ -31,7 +31,7 @@ RETRIED = {
     "/zoo.v1.ModelZoo/ListModels", "/zoo.v1.ModelZoo/GetModel", "/zoo.v1.ModelZoo/Classify",
     "/zoo.v1.ModelZoo/ListLabels",
     "/zoo.v1.Datasets/ListDatasets", "/zoo.v1.Datasets/GetDataset",
-    "/zoo.v1.Jobs/GetJob", "/zoo.v1.Jobs/ListJobs",
+    "/zoo.v1.Jobs/GetJob", "/zoo.v1.Jobs/ListJobs", "/zoo.v1.Jobs/GetTrainingLogs",
 }  # fmt: skip
 # Streams are not retried by gRPC's policy once a message has passed; WatchJob resumes itself.
 STREAMS = {

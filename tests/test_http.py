@@ -342,7 +342,15 @@ def test_catalog_and_served_models(http) -> None:
     assert models["mobilenetv2"]["catalog_model"] == "MobileNetV2"
     assert models["mobilenetv2"]["versions"] == [1]
     assert http.get("/v1/models/mobilenetv2").json()["input_shape"] == [64, 64, 3]
+    # an exported (not fine-tuned) version has no test report; a version it lacks is 404
+    one = http.get("/v1/models/mobilenetv2", params={"version": 1}).json()
+    assert (one["evaluated_version"], one["evaluation"]) == (1, None)
+    broken = http.get("/v1/models/broken").json()  # no zoo.json at all: no report either
+    assert (broken["evaluated_version"], broken["evaluation"]) == (1, None)
+    missing = http.get("/v1/models/mobilenetv2", params={"version": 7})
+    assert missing.status_code == 404 and "has no version 7" in missing.text
     assert http.get("/v1/models/nothing").status_code == 404
+    assert http.get("/v1/jobs/nope/tensorboard").status_code == 404
     assert http.get("/v1/catalog", params={"served": "maybe"}).status_code == 400
 
 

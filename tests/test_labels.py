@@ -157,9 +157,11 @@ def test_a_broken_labels_file_is_a_clear_error(twin: tuple[Repository, list[Path
 def test_finetune_promote_parameter(twin: tuple[Repository, list[Path]]) -> None:
     assert FineTuneParams().promote == "never"
     assert FineTuneParams.from_dict({"promote": "always"}).promote == "always"
-    with pytest.raises(InvalidArgument, match="'if_better' is not available yet"):
-        FineTuneParams.from_dict({"promote": "if_better"})
-    with pytest.raises(InvalidArgument, match=r"promote must be one of \['never', 'always'\]"):
+    assert FineTuneParams.from_dict({"promote": "if_better"}).promote == "if_better"
+    with pytest.raises(
+        InvalidArgument,
+        match=r"promote must be one of \['never', 'always', 'if_better'\]; received 'sometimes'",
+    ):
         validate_promote("sometimes")
     repository, _ = twin
     promotion = label_published(repository, "twin", 2, "never", "job-1")

@@ -5,7 +5,8 @@ drift. The format is versioned (``format``: ``keras-zoo.model/<major>``): a read
 own major version and refuses a newer one with a clear error; fields it does not know (written
 by a newer minor release, or added by hand) are kept in ``extra`` and written back unchanged.
 The nested documents that only people read (ONNX facts, export timings, the verification and
-training reports) stay plain JSON objects.
+training reports) stay plain JSON objects; the test-split evaluation, which programs compare
+(promotion), is a typed record.
 """
 
 from __future__ import annotations
@@ -104,6 +105,133 @@ class Source:
 
 
 @dataclass(frozen=True)
+class ClassMetrics:
+    """Precision, recall, F1 and support of one class (or an average over classes)."""
+
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "support": self.support,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassMetrics:
+        return cls(
+            name=str(data["name"]),
+            precision=float(data["precision"]),
+            recall=float(data["recall"]),
+            f1=float(data["f1"]),
+            support=int(data["support"]),
+        )
+
+
+@dataclass(frozen=True)
+class Misclassified:
+    """A test image the model got wrong: its path in the dataset and what the model said."""
+
+    path: str
+    true_label: str
+    predicted_label: str
+    confidence: float  # the probability of the predicted label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "true_label": self.true_label,
+            "predicted_label": self.predicted_label,
+            "confidence": self.confidence,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Misclassified:
+        return cls(
+            path=str(data["path"]),
+            true_label=str(data["true_label"]),
+            predicted_label=str(data["predicted_label"]),
+            confidence=float(data["confidence"]),
+        )
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    """How many test images of ``true_label`` the model called ``predicted_label``."""
+
+    true_label: str
+    predicted_label: str
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "true_label": self.true_label,
+            "predicted_label": self.predicted_label,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfusedPair:
+        return cls(str(data["true_label"]), str(data["predicted_label"]), int(data["count"]))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A fine-tuned version's report on its dataset's test split, by the ONNX model served.
+
+    ``split`` names the recorded split (``zoo.jobs.splits``): two versions evaluated on the
+    same split were judged on the same test images.
+    """
+
+    split: str
+    images: int
+    accuracy: float
+    top5_accuracy: float | None  # only with more than 5 classes
+    classes: tuple[ClassMetrics, ...]
+    macro: ClassMetrics
+    weighted: ClassMetrics
+    confusion_matrix: tuple[tuple[int, ...], ...]  # rows: true class; columns: predicted
+    most_confused: tuple[ConfusedPair, ...]
+    worst_mistakes: tuple[Misclassified, ...]  # highest confidence first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "images": self.images,
+            "accuracy": self.accuracy,
+            "top5_accuracy": self.top5_accuracy,
+            "classes": [c.to_dict() for c in self.classes],
+            "macro": self.macro.to_dict(),
+            "weighted": self.weighted.to_dict(),
+            "confusion_matrix": [list(row) for row in self.confusion_matrix],
+            "most_confused": [p.to_dict() for p in self.most_confused],
+            "worst_mistakes": [m.to_dict() for m in self.worst_mistakes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
+        top5 = data.get("top5_accuracy")
+        return cls(
+            split=str(data["split"]),
+            images=int(data["images"]),
+            accuracy=float(data["accuracy"]),
+            top5_accuracy=float(top5) if top5 is not None else None,
+            classes=tuple(ClassMetrics.from_dict(c) for c in data["classes"]),
+            macro=ClassMetrics.from_dict(data["macro"]),
+            weighted=ClassMetrics.from_dict(data["weighted"]),
+            confusion_matrix=tuple(tuple(int(x) for x in row) for row in data["confusion_matrix"]),
+            most_confused=tuple(ConfusedPair.from_dict(p) for p in data["most_confused"]),
+            worst_mistakes=tuple(Misclassified.from_dict(m) for m in data["worst_mistakes"]),
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """The ``zoo.json`` of one model version."""
 
@@ -118,6 +246,7 @@ class Manifest:
     export: Mapping[str, Any] = field(default_factory=dict)
     verification: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] | None = None  # a fine-tune's report
+    evaluation: Evaluation | None = None  # a fine-tune's test-split report
     format: str = FORMAT
     extra: Mapping[str, Any] = field(default_factory=dict)  # fields this release does not know
 
@@ -142,6 +271,8 @@ class Manifest:
         }
         if self.training is not None:
             data["training"] = dict(self.training)
+        if self.evaluation is not None:
+            data["evaluation"] = self.evaluation.to_dict()
         return data
 
     @classmethod
@@ -176,6 +307,9 @@ class Manifest:
                 export=dict(data.get("export") or {}),
                 verification=dict(data.get("verification") or {}),
                 training=dict(data["training"]) if data.get("training") else None,
+                evaluation=(
+                    Evaluation.from_dict(data["evaluation"]) if data.get("evaluation") else None
+                ),
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except ManifestError:

@@ -221,12 +221,125 @@ def _job_dict(job: Any) -> dict[str, Any]:
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str, server: str = SERVER_OPTION) -> None:
-    """One job in full, as JSON."""
+def jobs_show(job_id: str, server: str = SERVER_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """One job: its state, result and test report (--json: everything, as JSON)."""
     from client import ZooClient
 
     with ZooClient(server) as remote:
-        print_json(_job_dict(remote.job(job_id)))
+        job = remote.job(job_id)
+    if as_json:
+        print_json(_job_dict(job))
+        return
+    out.print(f"job {job.id}  {job.kind}  {job.state}  created {job.created_at[:19]}", markup=False)
+    if job.error:
+        out.print(f"error: {job.error}", markup=False)
+    result = job.result or {}
+    if "version" in result:
+        accuracy = result.get("val_accuracy")
+        line = f"published {result.get('model')} version {result['version']}"
+        out.print(line + (f"; validation accuracy {accuracy:.3f}" if accuracy is not None else ""))
+    if result.get("evaluation"):
+        print_evaluation(result["evaluation"])
+
+
+def print_evaluation(report: dict[str, Any]) -> None:
+    """A version's test report (``zoo.manifest.Evaluation.to_dict``) as tables."""
+    top5 = report.get("top5_accuracy")
+    out.print(
+        f"test split {report['split']}: {report['images']} images, accuracy "
+        f"{report['accuracy']:.3f}" + (f", top-5 {top5:.3f}" if top5 is not None else ""),
+        markup=False,
+    )
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("Class", no_wrap=True)
+    for column in ("Precision", "Recall", "F1", "Support"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in [*report["classes"], report["macro"], report["weighted"]]:
+        table.add_row(
+            row["name"], f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}", str(row["support"]),
+        )  # fmt: skip
+    out.print(table)
+    names = [c["name"] for c in report["classes"]]
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)", box=box.SIMPLE_HEAD)
+    matrix.add_column("", no_wrap=True)
+    for name in names:
+        matrix.add_column(name, justify="right", no_wrap=True)
+    for name, row in zip(names, report["confusion_matrix"], strict=True):
+        matrix.add_row(name, *map(str, row))
+    out.print(matrix)
+    if report["most_confused"]:
+        pairs = ", ".join(
+            f"{p['true_label']} as {p['predicted_label']} ({p['count']})"
+            for p in report["most_confused"]
+        )
+        out.print(f"most confused: {pairs}", markup=False)
+    if report["worst_mistakes"]:
+        worst = Table(title="most confident mistakes", box=box.SIMPLE_HEAD)
+        for column in ("Image", "True", "Predicted", "Confidence"):
+            worst.add_column(column, no_wrap=True)
+        for m in report["worst_mistakes"]:
+            worst.add_row(
+                m["path"], m["true_label"], m["predicted_label"], f"{m['confidence']:.3f}"
+            )
+        out.print(worst)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: str,
+    tensorboard: Path = typer.Option(
+        ..., "--tensorboard", help="Folder to copy the job's TensorBoard event files into."
+    ),
+    server: str = SERVER_OPTION,
+) -> None:
+    """Copy a fine-tune job's TensorBoard logs (both phases' epochs and the test report)."""
+    import io
+    import tarfile
+
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        archive = remote.training_logs(job_id)
+    tensorboard.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        members = tar.getmembers()
+        tar.extractall(tensorboard, filter="data")  # refuses links and paths outside the folder
+    out.print(f"{len(members)} files into {tensorboard}; view: tensorboard --logdir {tensorboard}")
+
+
+def model_show(name: str, version: int | None, server: str, as_json: bool) -> None:
+    """One served model and a version's test report (default: the newest version)."""
+    import dataclasses
+
+    from client import ZooClient
+
+    with ZooClient(server) as remote:
+        model = remote.model(name, version)
+    if as_json:
+        print_json(dataclasses.asdict(model))
+        return
+    out.print(
+        f"{model.name}: versions {', '.join(map(str, model.versions)) or 'none'}; input "
+        f"{'x'.join(map(str, model.input_shape))}; {model.num_classes} classes",
+        markup=False,
+    )
+    if model.evaluation:
+        out.print(f"version {model.evaluated_version}:", markup=False)
+        print_evaluation(model.evaluation)
+    elif model.versions:
+        out.print(f"version {model.evaluated_version} has no test report", markup=False)
+
+
+@app.command("model")
+def model_command(
+    name: str = typer.Argument(..., help="Model name on the server."),
+    version: int | None = typer.Option(None, "--version", help="Version (default newest)."),
+    server: str = SERVER_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A served model and one version's test report (a fine-tune's evaluation)."""
+    model_show(name, version, server, as_json)
 
 
 @jobs_app.command("watch")

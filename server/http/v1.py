@@ -138,7 +138,13 @@ def routes(services: Services) -> list[Route]:
     async def model(request: Request) -> Response:
         name = request.path_params["name"]
         for summary in plane.list_models(name):
-            return JSONResponse(_summary(summary))
+            answer = _summary(summary)
+            if summary.versions:
+                version = convert.parse_version(request.query_params.get("version", ""))
+                number, report = plane.evaluation(summary.name, version)
+                answer["evaluated_version"] = number
+                answer["evaluation"] = report.to_dict() if report else None
+            return JSONResponse(answer)
         raise NotFound(f"no model named {name!r} in the catalog or the repository")
 
     async def classify(request: Request) -> Response:
@@ -270,6 +276,15 @@ def routes(services: Services) -> list[Route]:
         job_id = request.path_params["id"]
         return JSONResponse((await off_loop(io, lambda: manager.get(job_id))).to_dict())
 
+    async def training_logs(request: Request) -> Response:
+        job_id = request.path_params["id"]
+        archive, _ = await off_loop(io, lambda: manager.training_logs(job_id))
+        return Response(
+            archive,
+            media_type="application/gzip",
+            headers={"content-disposition": f'attachment; filename="{job_id}-tensorboard.tar.gz"'},
+        )
+
     async def cancel_job(request: Request) -> Response:
         token(request, ZOO + "Jobs/CancelJob")
         job_id = request.path_params["id"]
@@ -316,4 +331,5 @@ def routes(services: Services) -> list[Route]:
         Route("/v1/jobs/{id}", get_job),
         Route("/v1/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/v1/jobs/{id}/events", job_events),
+        Route("/v1/jobs/{id}/tensorboard", training_logs),
     ]

@@ -39,7 +39,7 @@ from zoo.export.records import (
 from zoo.export.triton_config import render_config
 from zoo.extras import require
 from zoo.lifetime import child_env
-from zoo.manifest import InputSpec, Manifest, Source, TensorSpec
+from zoo.manifest import Evaluation, InputSpec, Manifest, Source, TensorSpec
 from zoo.repository import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -176,6 +176,7 @@ def export_model(
     progress: Progress | None = None,
     training: Mapping[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    evaluate: Callable[[Path, Manifest], Evaluation | None] | None = None,
     **constructor_kwargs: Any,
 ) -> ExportResult:
     """Export a model to ``<repository>/<model_name>/<version>/model.onnx``, verified.
@@ -206,6 +207,8 @@ def export_model(
         training: a fine-tune's report, kept in zoo.json as ``training``.
         should_stop: polled while the child works; once it returns True the child is killed,
             nothing is published and ``Cancelled`` is raised (a cancelled export job).
+        evaluate: called with the verified ``model.onnx`` and its manifest before publishing;
+            what it returns is kept in zoo.json as ``evaluation`` (a fine-tune's test report).
         **constructor_kwargs: passed to the Keras constructor (e.g. ``alpha=0.35``).
 
     Raises:
@@ -263,6 +266,8 @@ def export_model(
             progress("publish", "writing the version into the repository")
         manifest = _manifest(what.spec, source, result, model_file, input, what.mode, labels)
         manifest = replace(manifest, max_batch_size=max_batch_size, training=training)
+        if evaluate is not None:
+            manifest = replace(manifest, evaluation=evaluate(model_file, manifest))
         (version_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         config = render_config(
             what.name,

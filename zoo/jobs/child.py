@@ -14,16 +14,28 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.catalog import get_spec
 from zoo.errors import Cancelled, ZooError
 from zoo.jobs.datasets import DatasetStore
 from zoo.jobs.promotion import label_published
-from zoo.jobs.records import EventType, ExportJobSpec, FineTuneJobSpec, Job, JobKind, JobState
+from zoo.jobs.records import (
+    EventType,
+    ExportJobSpec,
+    FineTuneJobSpec,
+    FineTuneResult,
+    Job,
+    JobKind,
+    JobState,
+)
 from zoo.jobs.store import JobStore
 from zoo.lifetime import die_with_parent
-from zoo.repository import Repository
+from zoo.manifest import Evaluation, Manifest
+from zoo.repository import ModelVersion, Repository
+
+if TYPE_CHECKING:
+    from zoo.export.exporter import ExportResult
 
 _stop_requested = False
 
@@ -37,25 +49,37 @@ def should_stop() -> bool:
     return _stop_requested
 
 
-def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, Any]:
+def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneResult:
     from zoo.export.exporter import export_model
-    from zoo.jobs.training import train
+    from zoo.jobs.evaluation import evaluate_onnx, write_tensorboard
+    from zoo.jobs.training import TENSORBOARD_DIR, train
 
     job_spec = FineTuneJobSpec.from_dict(job.params)
     spec = get_spec(job_spec.base_model)
     params = job_spec.params
     datasets = DatasetStore(Path(setup["data_dir"]) / "datasets")
     dataset = datasets.get(job_spec.dataset_id)
-    files = datasets.image_files(dataset.id)
+    split = datasets.split(
+        dataset.id, params.validation_split, params.test_split, params.split_seed
+    )
+    parts = datasets.split_files(dataset.id, split)
     workdir = Path(setup["data_dir"]) / "jobs" / job.id
     workdir.mkdir(parents=True, exist_ok=True)
 
     def report(kind: str, payload: dict[str, Any]) -> None:
         store.add_event(job.id, EventType(kind), payload)
 
+    report(
+        "log",
+        {
+            "message": f"split {split.id}: {len(parts['train'])} train, "
+            f"{len(parts['validation'])} validation, {len(parts['test'])} test images"
+        },
+    )
     result = train(
         spec,
-        files,
+        parts["train"],
+        parts["validation"],
         list(dataset.classes),
         params,
         workdir,
@@ -64,6 +88,19 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
         weights_dir=setup.get("weights_dir"),
     )
     report("log", {"message": f"validation accuracy {result.val_accuracy:.3f}; exporting"})
+
+    def evaluate(model_file: Path, manifest: Manifest) -> Evaluation | None:
+        report("log", {"message": f"testing the exported model on {len(parts['test'])} images"})
+        evaluation = evaluate_onnx(
+            model_file, manifest, split.id, parts["test"], dataset.path, result.class_names
+        )
+        if evaluation is None:
+            report("log", {"message": "no test report: Classify decodes none of the test images"})
+            return None
+        write_tensorboard(workdir / TENSORBOARD_DIR / "evaluation", evaluation)
+        report("log", {"message": f"test accuracy {evaluation.accuracy:.3f}"})
+        return evaluation
+
     exported = export_model(
         result.model_path,
         setup["repository"],
@@ -74,6 +111,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
             "job_id": job.id,
             "base_model": spec.name,
             "dataset_id": dataset.id,
+            "split": split.id,
             "params": params.to_dict(),
             "history": result.history,
             "val_accuracy": result.val_accuracy,
@@ -83,25 +121,50 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, 
         },
         progress=lambda _stage, message: report("log", {"message": message}),
         should_stop=should_stop,
+        evaluate=evaluate,
     )
+
+    def stable_accuracy(stable: ModelVersion) -> float | None:
+        """The stable version's accuracy on this job's test images: its stored report when it
+        was tested on the same split, else computed now; None when its classes differ."""
+        manifest = stable.manifest()
+        if list(manifest.labels) != list(result.class_names):
+            return None
+        if manifest.evaluation is not None and manifest.evaluation.split == split.id:
+            return manifest.evaluation.accuracy
+        report("log", {"message": f"testing stable version {stable.version} on the same images"})
+        evaluation = evaluate_onnx(
+            stable.model_file, manifest, split.id, parts["test"], dataset.path, result.class_names
+        )
+        return evaluation.accuracy if evaluation else None
+
+    evaluation = exported.manifest.evaluation
     promotion = label_published(
-        Repository(setup["repository"]), exported.model, exported.version, params.promote, job.id
+        Repository(setup["repository"]),
+        exported.model,
+        exported.version,
+        params.promote,
+        job.id,
+        accuracy=evaluation.accuracy if evaluation else None,
+        stable_accuracy=stable_accuracy,
     )
     report("log", {"message": promotion.reason})
-    return {
-        "model": exported.model,
-        "version": exported.version,
-        "labels": list(promotion.labels),
-        "promotion": promotion.reason,
-        "val_accuracy": result.val_accuracy,
-        "confusion_matrix": result.confusion_matrix,
-        "class_names": result.class_names,
-        "images_per_second": result.images_per_second,
-        "verification": exported.verification,
-    }
+    return FineTuneResult(
+        model=exported.model,
+        version=exported.version,
+        val_accuracy=result.val_accuracy,
+        confusion_matrix=result.confusion_matrix,
+        class_names=result.class_names,
+        images_per_second=result.images_per_second,
+        verification=exported.verification,
+        split=split.id,
+        evaluation=evaluation,
+        labels=list(promotion.labels),
+        promotion=promotion.reason,
+    )
 
 
-def run_export(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, Any]:
+def run_export(job: Job, store: JobStore, setup: dict[str, Any]) -> ExportResult:
     from zoo.export.exporter import export_model
 
     job_spec = ExportJobSpec.from_dict(job.params)
@@ -120,7 +183,7 @@ def run_export(job: Job, store: JobStore, setup: dict[str, Any]) -> dict[str, An
         progress=log,
         should_stop=should_stop,
     )
-    return result.to_dict()
+    return result
 
 
 def main() -> int:
@@ -132,7 +195,7 @@ def main() -> int:
     job = store.get(setup["job_id"])
     try:
         run = run_finetune if job.kind is JobKind.FINETUNE else run_export
-        result = run(job, store, setup)
+        result = run(job, store, setup).to_dict()
     except Cancelled:
         store.set_state(job.id, JobState.CANCELLED)
         return 0

@@ -1,11 +1,16 @@
 """Labelled image datasets for fine-tuning, uploaded as a zip or tar archive.
 
 An archive holds ``class_name/image.ext``, optionally under one common top folder
-(``digits/0/a.png``), which is stripped. On disk:
+(``digits/0/a.png``), which is stripped. Or it holds a manifest, ``manifest.csv`` or
+``manifest.jsonl`` at its top (``zoo.jobs.splits``), whose rows name each image's path in the
+archive, its label and optionally its split; images it does not list are skipped, and a bad
+manifest refuses the archive. On disk:
 
 ```
 <root>/<id>/dataset.json        the manifest: Dataset.to_dict()
-<root>/<id>/<class>/<image>     the images that decoded, one folder per class
+<root>/<id>/<class>/<image>     the images that decoded, one folder per class (a manifest's
+                                images are named by their archive path, '/' written '__')
+<root>/<id>/.splits/            recorded train/validation/test splits (zoo.jobs.splits)
 <root>/.staging/                uploads and unpacking in progress (hidden from readers)
 ```
 
@@ -45,6 +50,18 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar, cast
 
 from zoo.errors import InvalidArgument, NotFound, ResourceExhausted
+from zoo.jobs.splits import (
+    MANIFEST_NAMES,
+    MANIFEST_SPLIT,
+    PARTS,
+    SPLITS_DIR,
+    DatasetSplit,
+    ManifestRow,
+    parse_manifest,
+    split_key,
+    stratified_split,
+    write_atomically,
+)
 from zoo.lifetime import clear_dead_writers
 
 MANIFEST_FILE = "dataset.json"
@@ -247,6 +264,42 @@ class DatasetStore:
             folder = dataset.path / name
             files.extend((p, index) for p in sorted(folder.iterdir()) if p.is_file())
         return files
+
+    def split(
+        self, dataset_id: str, validation: float = 0.15, test: float = 0.15, seed: int = 0
+    ) -> DatasetSplit:
+        """The dataset's recorded split: its manifest's, else the stratified one for these
+        fractions and seed, computed and written on first use (``zoo.jobs.splits``)."""
+        dataset = self.get(dataset_id)
+        folder = dataset.path / SPLITS_DIR
+        fixed = folder / f"{MANIFEST_SPLIT}.json"
+        if fixed.is_file():
+            return DatasetSplit.from_dict(json.loads(fixed.read_text()))
+        key = split_key(validation, test, seed)
+        path = folder / f"{key}.json"
+        if path.is_file():
+            return DatasetSplit.from_dict(json.loads(path.read_text()))
+        files = self.image_files(dataset.id)
+        split = stratified_split(
+            [p.relative_to(dataset.path).as_posix() for p, _ in files],
+            [dataset.classes[c] for _, c in files],
+            validation,
+            test,
+            seed,
+        )
+        write_atomically(path, split.to_dict())
+        return split
+
+    def split_files(
+        self, dataset_id: str, split: DatasetSplit
+    ) -> dict[str, list[tuple[Path, int]]]:
+        """{part: [(image path, class index)]} for the three parts of ``split``."""
+        dataset = self.get(dataset_id)
+        index = {name: i for i, name in enumerate(dataset.classes)}
+        return {
+            part: [(dataset.path / rel, index[rel.split("/")[0]]) for rel in split.part(part)]
+            for part in PARTS
+        }
 
     def _ids(self) -> list[str]:
         return sorted(
@@ -569,10 +622,107 @@ def _plan(
     return targets, skipped
 
 
-def _validate_class_name(name: str) -> None:
+def _find_manifest(entries: list[_Entry]) -> tuple[_Entry, int] | None:
+    """The manifest member and how many leading folders its paths are relative to, if any:
+    ``manifest.csv`` at the top, or under the one folder everything else is in."""
+    visible = [e for e in entries if e.is_file and e.parts and not _is_hidden(e.parts)]
+    for strip in (0, 1):
+        for entry in visible:
+            if len(entry.parts) == strip + 1 and entry.parts[-1] in MANIFEST_NAMES:
+                top = entry.parts[:strip]
+                if all(e.parts[:strip] == top for e in visible):
+                    return entry, strip
+    return None
+
+
+def _read_member(source: _Source, entry: _Entry, limits: DatasetLimits) -> bytes:
+    for _, stream in _checked(source.streams({entry.index})):
+        data = stream.read(limits.max_file_bytes + 1)
+        if len(data) > limits.max_file_bytes:
+            raise ResourceExhausted(
+                f"{entry.name!r} is larger than {limits.max_file_bytes} bytes (max_file_bytes)"
+            )
+        return bytes(data)
+    raise InvalidArgument(f"the archive is corrupt: member {entry.name!r} could not be read")
+
+
+def _manifest_row_parts(name: str, row: ManifestRow) -> tuple[str, ...]:
+    unified = row.path.replace("\\", "/")
+    parts = tuple(part for part in unified.split("/") if part not in ("", "."))
+    if unified.startswith("/") or _DRIVE.match(unified) or ".." in parts or not parts:
+        raise InvalidArgument(
+            f"{name} line {row.line}: path {row.path!r} points outside the archive; paths are "
+            "relative to the manifest's folder, without '..'"
+        )
+    return parts
+
+
+def _plan_manifest(
+    entries: list[_Entry], manifest: _Entry, strip: int, rows: list[ManifestRow]
+) -> tuple[dict[int, tuple[str, str]], list[tuple[str, str]], dict[str, str]]:
+    """Like ``_plan``, from a manifest's rows: targets, skipped members and {stored: split}."""
+    name = manifest.parts[-1]
+    members = {
+        e.parts[strip:]: e
+        for e in entries
+        if e.is_file and e.parts[:strip] == manifest.parts[:strip] and not _is_hidden(e.parts)
+    }
+    targets: dict[int, tuple[str, str]] = {}
+    splits: dict[str, str] = {}
+    taken: dict[tuple[str, str], int] = {}
+    for row in rows:
+        parts = _manifest_row_parts(name, row)
+        entry = members.get(parts)
+        if entry is None:
+            raise InvalidArgument(
+                f"{name} line {row.line}: image {row.path!r} (label {row.label!r}) is not in "
+                "the archive"
+            )
+        extension = os.path.splitext(parts[-1])[1].lower()
+        if extension not in IMAGE_EXTENSIONS:
+            raise InvalidArgument(
+                f"{name} line {row.line}: {row.path!r} is not an image: extension "
+                f"{extension or '(none)'!r} is not one of {', '.join(IMAGE_EXTENSIONS)}"
+            )
+        if entry.skip:
+            raise InvalidArgument(f"{name} line {row.line}: {row.path!r} {entry.skip}")
+        _validate_class_name(row.label, f"{name} line {row.line}: label")
+        stored = "__".join(parts)
+        if len(os.fsencode(stored)) > 255:
+            raise InvalidArgument(
+                f"{name} line {row.line}: path {row.path!r} is longer than 255 bytes"
+            )
+        if (row.label, stored) in taken:
+            raise InvalidArgument(
+                f"{name} line {row.line}: path {row.path!r} would be stored as {stored!r}, "
+                f"like line {taken[(row.label, stored)]}'s path; rename one of them"
+            )
+        taken[(row.label, stored)] = row.line
+        targets[entry.index] = (row.label, stored)
+        if row.split is not None:
+            splits[f"{row.label}/{stored}"] = row.split
+    listed = set(targets) | {manifest.index}
+    skipped = [
+        (e.name, f"not listed in {name}") for e in entries if e.is_file and e.index not in listed
+    ]
+    return targets, skipped, splits
+
+
+def _manifest_split(name: str, splits: dict[str, str], kept: set[str]) -> DatasetSplit:
+    parts = {p: tuple(sorted(k for k, v in splits.items() if v == p and k in kept)) for p in PARTS}
+    empty = [p for p in PARTS if not parts[p]]
+    if empty:
+        raise InvalidArgument(
+            f"{name} puts no usable image in the {' and '.join(empty)} split; each of "
+            f"{', '.join(PARTS)} needs at least one"
+        )
+    return DatasetSplit(MANIFEST_SPLIT, parts["train"], parts["validation"], parts["test"])
+
+
+def _validate_class_name(name: str, what: str = "class folder") -> None:
     if not _CLASS_NAME.fullmatch(name) or name.startswith(".") or name == MANIFEST_FILE:
         raise InvalidArgument(
-            f"class folder {name!r} is not a valid class name: use 1-64 characters from "
+            f"{what} {name!r} is not a valid class name: use 1-64 characters from "
             f"A-Z a-z 0-9 _ . + - and space, not starting with '.' and not {MANIFEST_FILE!r}"
         )
 
@@ -632,7 +782,14 @@ def _unpack(
     source: _Source, dest: Path, limits: DatasetLimits, dataset_id: str, final: Path
 ) -> Dataset:
     entries = _scan(source, limits)
-    targets, skipped = _plan(entries)
+    found = _find_manifest(entries)
+    splits: dict[str, str] = {}
+    if found is None:
+        targets, skipped = _plan(entries)
+    else:
+        manifest, strip = found
+        rows = parse_manifest(manifest.parts[-1], _read_member(source, manifest, limits))
+        targets, skipped, splits = _plan_manifest(entries, manifest, strip, rows)
     counts: dict[str, int] = {}
     total = 0
     for index, stream in _checked(source.streams(set(targets))):
@@ -650,8 +807,14 @@ def _unpack(
     for folder in dest.iterdir():
         if folder.name not in counts:
             folder.rmdir()  # every image in it was skipped
+    if found is not None:
+        _check_manifest_labels(found[0].parts[-1], targets, counts, skipped)
     if len(counts) < limits.min_classes:
         raise InvalidArgument(_too_few_classes(counts, limits.min_classes, skipped))
+    if splits:
+        kept = {f"{c}/{f}" for c, f in targets.values() if (dest / c / f).is_file()}
+        split = _manifest_split(found[0].parts[-1] if found else "", splits, kept)
+        write_atomically(dest / SPLITS_DIR / f"{MANIFEST_SPLIT}.json", split.to_dict())
     classes = tuple(sorted(counts))
     return Dataset(
         id=dataset_id,
@@ -662,6 +825,22 @@ def _unpack(
         created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
         path=final,
     )
+
+
+def _check_manifest_labels(
+    name: str,
+    targets: dict[int, tuple[str, str]],
+    counts: dict[str, int],
+    skipped: list[tuple[str, str]],
+) -> None:
+    """A label the manifest names whose every image failed to decode refuses the archive."""
+    empty = sorted({label for label, _ in targets.values()} - set(counts))
+    if empty:
+        reasons = [r for _, r in skipped if not r.startswith("not listed")]
+        why = f" (e.g. {reasons[0]})" if reasons else ""
+        raise InvalidArgument(
+            f"{name}: label {empty[0]!r} has no image that decoded{why}; every label needs one"
+        )
 
 
 def _too_few_classes(counts: dict[str, int], need: int, skipped: list[tuple[str, str]]) -> str:

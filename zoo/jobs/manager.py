@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,13 +13,15 @@ from typing import Any
 from zoo.catalog import get_spec, list_models
 from zoo.catalog.options import check_options
 from zoo.catalog.weights import WeightsSource
-from zoo.errors import AlreadyExists, InvalidArgument, NotFound
+from zoo.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from zoo.export.exporter import INPUT_MODES
 from zoo.jobs.datasets import DatasetStore
 from zoo.jobs.records import ExportJobSpec, FineTuneJobSpec, Job, JobEvent, JobKind, JobState
 from zoo.jobs.store import JobStore
-from zoo.jobs.training import FineTuneParams
+from zoo.jobs.training import TENSORBOARD_DIR, FineTuneParams
 from zoo.repository import MAX_VERSION, Repository, validate_model_name
+
+MAX_TRAINING_LOG_BYTES = 32 * 2**20  # one message; a few-epoch run writes kilobytes
 
 
 class JobManager:
@@ -27,13 +31,16 @@ class JobManager:
         datasets: DatasetStore,
         repository: Repository | None = None,
         weights_dirs: Sequence[Path] = (),
+        work_dir: Path | None = None,
     ) -> None:
         """``repository``: where jobs publish (checked for name clashes); ``weights_dirs``:
-        the only directories an export may read a weights file from by path."""
+        the only directories an export may read a weights file from by path; ``work_dir``:
+        where jobs keep their work (``<data_dir>/jobs``), for their training logs."""
         self.store = store
         self.datasets = datasets
         self.repository = repository
         self.weights_dirs = tuple(Path(d).resolve() for d in weights_dirs)
+        self.work_dir = work_dir
 
     def _check_output(self, output: str, source: str, allow_other_source: bool) -> None:
         """Refuse to add a version to a model that serves something else (a client of it
@@ -138,3 +145,25 @@ class JobManager:
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         return self.store.events(job_id, after)
+
+    def training_logs(self, job_id: str) -> tuple[bytes, int]:
+        """A gzipped tar of the job's TensorBoard folder, and how many files it holds."""
+        job = self.store.get(job_id)  # NotFound for an unknown job
+        folder = self.work_dir / job.id / TENSORBOARD_DIR if self.work_dir else None
+        if folder is None or not folder.is_dir():
+            raise NotFound(
+                f"job {job.id} ({job.kind}, {job.state}) has no training logs on this server: "
+                "fine-tune jobs write them once training starts, in the server's data directory"
+            )
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+        size = sum(p.stat().st_size for p in files)
+        if size > MAX_TRAINING_LOG_BYTES:
+            raise ResourceExhausted(
+                f"job {job.id}'s training logs are {size} bytes; at most "
+                f"{MAX_TRAINING_LOG_BYTES} are sent: copy {folder} on the server instead"
+            )
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for path in files:
+                tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+        return buffer.getvalue(), len(files)

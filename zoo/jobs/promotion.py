@@ -20,17 +20,11 @@ from zoo.labels import CANDIDATE, STABLE
 from zoo.repository import ModelVersion, Repository
 
 PROMOTE_RULES = ("never", "always", "if_better")
-AVAILABLE_RULES = ("never", "always")  # if_better needs the test-split evaluation
 
 
 def validate_promote(rule: object) -> str:
-    if rule == "if_better" and rule not in AVAILABLE_RULES:
-        raise InvalidArgument(
-            "promote 'if_better' is not available yet: it needs the evaluation report on a "
-            "test split; use 'never' (then `zoo models promote`) or 'always'"
-        )
-    if rule not in AVAILABLE_RULES:
-        raise InvalidArgument(f"promote must be one of {list(AVAILABLE_RULES)}; received {rule!r}")
+    if rule not in PROMOTE_RULES:
+        raise InvalidArgument(f"promote must be one of {list(PROMOTE_RULES)}; received {rule!r}")
     return str(rule)
 
 

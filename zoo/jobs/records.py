@@ -10,6 +10,7 @@ from typing import Any
 from zoo.catalog.weights import WeightsSource
 from zoo.errors import FailedPrecondition
 from zoo.jobs.training import FineTuneParams
+from zoo.manifest import Evaluation
 
 
 class JobState(enum.StrEnum):
@@ -100,6 +101,12 @@ class Job:
             "result": self.result,
         }
 
+    def finetune_result(self) -> FineTuneResult | None:
+        """The result of a fine-tune job that succeeded, as its record; else None."""
+        if self.kind is not JobKind.FINETUNE or not self.result:
+            return None
+        return FineTuneResult.from_dict(self.result)
+
 
 @dataclass(frozen=True)
 class JobEvent:
@@ -162,4 +169,56 @@ class ExportJobSpec:
             values.get("input") or "uint8",
             values.get("model_name") or None,
             values.get("version") or None,
+        )
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    """What a fine-tune job leaves: the version it published and the evidence about it.
+
+    Written by the job's process into the store (``to_dict``), read back by the API.
+    """
+
+    model: str
+    version: int
+    val_accuracy: float
+    confusion_matrix: list[list[int]]  # validation split, by the Keras model
+    class_names: list[str]
+    images_per_second: dict[str, float]
+    verification: dict[str, Any]
+    split: str = ""  # the dataset split it trained and was tested on
+    evaluation: Evaluation | None = None  # test split, by the exported ONNX model
+    labels: list[str] = field(default_factory=list)  # set on the version: candidate[, stable]
+    promotion: str = ""  # why it was or was not made stable (zoo.jobs.promotion)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "val_accuracy": self.val_accuracy,
+            "confusion_matrix": self.confusion_matrix,
+            "class_names": self.class_names,
+            "images_per_second": self.images_per_second,
+            "verification": self.verification,
+            "split": self.split,
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+            "labels": self.labels,
+            "promotion": self.promotion,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FineTuneResult:
+        evaluation = data.get("evaluation")
+        return cls(
+            model=str(data["model"]),
+            version=int(data["version"]),
+            val_accuracy=float(data["val_accuracy"]),
+            confusion_matrix=[[int(x) for x in row] for row in data["confusion_matrix"]],
+            class_names=[str(c) for c in data["class_names"]],
+            images_per_second={k: float(v) for k, v in data["images_per_second"].items()},
+            verification=dict(data["verification"]),
+            split=str(data.get("split", "")),
+            evaluation=Evaluation.from_dict(evaluation) if evaluation else None,
+            labels=[str(label) for label in data.get("labels", [])],
+            promotion=str(data.get("promotion", "")),
         )

@@ -6,7 +6,11 @@ output never changes during phase 1, so its features are computed once and the h
 on them alone: the same result for a fraction of the compute. Phase 2 unfreezes the top of
 the base (never its BatchNormalization layers, which stay in inference mode), recompiles
 with a low learning rate and continues on images. Every epoch writes a checkpoint; a run
-that finds one continues from it.
+that finds one continues from it. Both phases write TensorBoard logs (Keras's callback).
+
+``train`` takes the steps in order, each a method of ``_Run``: data and model (``build``),
+``phase1``, ``phase2``, then validation and the saved model (``finish``); which images train
+and which validate is the dataset's recorded split (``zoo.jobs.splits``).
 
 Runs in a job's child process (TensorFlow keeps memory); reports through a callback.
 """
@@ -31,6 +35,7 @@ from zoo.errors import Cancelled, InvalidArgument
 from zoo.jobs.promotion import validate_promote
 
 Report = Callable[[str, dict[str, Any]], None]  # (event type, payload)
+TENSORBOARD_DIR = "tensorboard"  # under the job's work directory
 ShouldStop = Callable[[], bool]
 
 
@@ -46,14 +51,16 @@ class FineTuneParams:
     image_size: int | None = None  # default: the base model's input size
     unfreeze: float = 0.2  # below 1: fraction of the base's layers; from 1: a layer count
     augment: bool = False
-    validation_split: float = 0.2
+    validation_split: float = 0.15  # of the dataset (a manifest's split overrides both)
+    test_split: float = 0.15
+    split_seed: int = 0  # apart from ``seed``: jobs that vary ``seed`` share the test images
     patience: int = 3
     dropout: float = 0.2
     seed: int = 0
     weights: str | None = "imagenet"  # the base's weights: imagenet or none
     mixed_precision: bool = False  # only used on a GPU
     base_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"alpha": 0.35}
-    promote: str = "never"  # never or always: label the result stable too (zoo.jobs.promotion)
+    promote: str = "never"  # never, always or if_better: label it stable too (zoo.jobs.promotion)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FineTuneParams:
@@ -80,6 +87,12 @@ class FineTuneParams:
             ("image_size", self.image_size is None or 32 <= self.image_size <= 1024, "in 32..1024"),
             ("unfreeze", 0 <= self.unfreeze <= 10_000, "in [0, 10000]"),
             ("validation_split", 0 < self.validation_split < 1, "in (0, 1)"),
+            (
+                "test_split",
+                0 < self.test_split < 1 - self.validation_split,
+                "in (0, 1 - validation_split)",
+            ),
+            ("split_seed", 0 <= self.split_seed < 2**31, "in 0..2147483647"),
             ("patience", 1 <= self.patience <= 1000, "in 1..1000"),
             ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("seed", 0 <= self.seed < 2**31, "in 0..2147483647"),
@@ -107,21 +120,6 @@ class TrainingResult:
 
 
 Labelled = list[tuple[Path, int]]  # (image path, class index)
-
-
-def split(files: Labelled, fraction: float, seed: int) -> tuple[Labelled, Labelled]:
-    """Deterministic per-class split: every class keeps at least one training image."""
-    rng = np.random.default_rng(seed)
-    train: Labelled = []
-    val: Labelled = []
-    for label in sorted({c for _, c in files}):
-        members = [f for f in files if f[1] == label]
-        order = rng.permutation(len(members))
-        wanted = max(1, round(fraction * len(members)))
-        n_val = min(len(members) - 1, wanted) if len(members) > 1 else 0
-        val += [members[i] for i in order[:n_val]]
-        train += [members[i] for i in order[n_val:]]
-    return train, val
 
 
 @dataclass(frozen=True)
@@ -202,7 +200,8 @@ def finetuned_model(keras: Any, base: Any, n_classes: int, dropout: float, name:
 
 def train(
     spec: ModelSpec,
-    files: list[tuple[Path, int]],
+    train_files: Labelled,
+    val_files: Labelled,
     class_names: list[str],
     params: FineTuneParams,
     workdir: Path,
@@ -210,32 +209,65 @@ def train(
     should_stop: ShouldStop,
     weights_dir: str | None = None,
 ) -> TrainingResult:
-    """Fine-tune ``spec`` on ``files`` ((path, class index) pairs); resumes from ``workdir``."""
-    import importlib
-
-    from zoo.catalog.build import build_model, import_keras
-
-    keras = import_keras()
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(params.seed)
-    if params.mixed_precision and tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    size = params.image_size or spec.input_size
-    preprocess = importlib.import_module(spec.keras_module).preprocess_input
-    train_files, val_files = split(files, params.validation_split, params.seed)
-    checkpoint = _CheckpointDir(workdir / "checkpoint")
-    state = checkpoint.load()
+    """Fine-tune ``spec`` on ``train_files``, validating on ``val_files`` ((path, class index)
+    pairs); resumes from ``workdir``, and writes TensorBoard logs under ``workdir/tensorboard``.
+    """
     if not val_files:
         raise InvalidArgument("the dataset is too small to hold out validation images")
-    n_classes = len(class_names)
+    run = _Run(spec, train_files, val_files, len(class_names), params, workdir, report)
+    run.should_stop = should_stop
+    run.build(weights_dir)
+    run.phase1()
+    run.phase2()
+    return run.finish(class_names)
 
-    def dataset(items: list[tuple[Path, int]], shuffle: bool) -> Any:
+
+class _Run:
+    """One fine-tuning run, in the steps ``train`` takes: data and model, phase 1, phase 2,
+    validation; a checkpoint after every epoch, and a resume from the last one."""
+
+    should_stop: ShouldStop
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        train_files: Labelled,
+        val_files: Labelled,
+        n_classes: int,
+        params: FineTuneParams,
+        workdir: Path,
+        report: Report,
+    ) -> None:
+        import importlib
+
+        from zoo.catalog.build import import_keras
+
+        self.keras = import_keras()
+        import tensorflow as tf
+
+        self.tf = tf
+        self.spec, self.params, self.workdir, self.report = spec, params, workdir, report
+        self.train_files, self.val_files, self.n_classes = train_files, val_files, n_classes
+        self.keras.utils.set_random_seed(params.seed)
+        if params.mixed_precision and tf.config.list_physical_devices("GPU"):
+            self.keras.mixed_precision.set_global_policy("mixed_float16")
+        self.size = params.image_size or spec.input_size
+        self.preprocess = importlib.import_module(spec.keras_module).preprocess_input
+        self.checkpoint = _CheckpointDir(workdir / "checkpoint")
+        self.state = self.checkpoint.load()
+        self.history: dict[str, list[float]] = dict(self.state.history) if self.state else {}
+        self.speed: dict[str, float] = {}
+        self.steps = math.ceil(len(train_files) / params.batch_size)
+
+    # -- data and model ---------------------------------------------------------------------
+
+    def dataset(self, items: Labelled, shuffle: bool) -> Any:
+        tf, size, preprocess = self.tf, self.size, self.preprocess
         paths = tf.constant([str(p) for p, _ in items])
         labels = tf.constant([c for _, c in items], dtype=tf.int32)
         data = tf.data.Dataset.from_tensor_slices((paths, labels))
         if shuffle:
-            data = data.shuffle(len(items), seed=params.seed, reshuffle_each_iteration=True)
+            data = data.shuffle(len(items), seed=self.params.seed, reshuffle_each_iteration=True)
 
         def load(path: Any, label: Any) -> Any:
             image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -243,117 +275,94 @@ def train(
             return preprocess(image), label
 
         data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        return data.batch(params.batch_size).prefetch(tf.data.AUTOTUNE)
+        return data.batch(self.params.batch_size).prefetch(tf.data.AUTOTUNE)
 
-    base = build_model(
-        spec,
-        weights=params.weights,
-        include_top=False,
-        input_shape=(size, size, 3),
-        weights_dir=weights_dir,
-        **params.base_kwargs,
-    )
-    if params.weights is None and state is None:
-        # A random base with BatchNorm's initial statistics (mean 0, variance 1) answers
-        # almost the same for every image; statistics of the real images make its features
-        # informative, which pretrained weights otherwise provide.
-        _calibrate_batchnorm(keras, base, dataset(train_files, True), batches=8)
-    base.trainable = False
-    model = finetuned_model(
-        keras, base, n_classes, params.dropout, f"{spec.name.lower()}_finetuned"
-    )
-    pool, head = model.get_layer("pool"), model.get_layer("head")
-    inputs = model.inputs[0]
-    features = pool.output  # before the trainer calls pool again
-    trainer = model
-    if params.augment:
-        augmentation = keras.Sequential(
-            [
-                keras.layers.RandomFlip("horizontal", seed=params.seed),
-                keras.layers.RandomRotation(0.1, seed=params.seed),
-                keras.layers.RandomZoom(0.1, seed=params.seed),
-                keras.layers.RandomContrast(0.1, seed=params.seed),
-            ],
-            name="augmentation",
+    def build(self, weights_dir: str | None) -> None:
+        from zoo.catalog.build import build_model
+
+        keras, params, size = self.keras, self.params, self.size
+        base = build_model(
+            self.spec,
+            weights=params.weights,
+            include_top=False,
+            input_shape=(size, size, 3),
+            weights_dir=weights_dir,
+            **params.base_kwargs,
         )
-        trainer = keras.Model(inputs, head(pool(base(augmentation(inputs), training=False))))
-
-    history: dict[str, list[float]] = dict(state.history) if state else {}
-    speed: dict[str, float] = {}
-    train_data, val_data = dataset(train_files, True), dataset(val_files, False)
-    steps = math.ceil(len(train_files) / params.batch_size)
-
-    class Progress(keras.callbacks.Callback):  # type: ignore[name-defined,misc]
-        def __init__(self, phase: int, total_epochs: int, model_to_save: Any) -> None:
-            super().__init__()
-            self.phase, self.total_epochs, self.model_to_save = phase, total_epochs, model_to_save
-            self.images = 0
-            self.last = 0.0
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.epoch, self.started = epoch, time.perf_counter()
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if should_stop():
-                self.model.stop_training = True
-                return
-            self.images += params.batch_size
-            now = time.perf_counter()
-            if now - self.last >= 1.0:
-                self.last = now
-                done = (batch + 1) / steps
-                elapsed = now - self.started
-                report(
-                    "progress",
-                    {
-                        "phase": self.phase,
-                        "epoch": self.epoch + 1,
-                        "epochs": self.total_epochs,
-                        "batch": batch + 1,
-                        "batches": steps,
-                        "eta_s": round(elapsed / done * (1 - done), 1) if done else None,
-                    },
-                )
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            metrics = {k: float(v) for k, v in (logs or {}).items()}
-            for key, value in metrics.items():
-                history.setdefault(f"phase{self.phase}_{key}", []).append(value)
-            seconds = time.perf_counter() - self.started
-            report(
-                "epoch",
-                {"phase": self.phase, "epoch": epoch + 1, "seconds": round(seconds, 2), **metrics},
+        if params.weights is None and self.state is None:
+            # A random base with BatchNorm's initial statistics (mean 0, variance 1) answers
+            # almost the same for every image; statistics of the real images make its features
+            # informative, which pretrained weights otherwise provide.
+            _calibrate_batchnorm(keras, base, self.dataset(self.train_files, True), batches=8)
+        base.trainable = False
+        model = finetuned_model(
+            keras, base, self.n_classes, params.dropout, f"{self.spec.name.lower()}_finetuned"
+        )
+        self.base, self.model = base, model
+        self.pool, self.head = model.get_layer("pool"), model.get_layer("head")
+        self.inputs = model.inputs[0]
+        self.features = self.pool.output  # before the trainer calls pool again
+        self.trainer = model
+        if params.augment:
+            augmentation = keras.Sequential(
+                [
+                    keras.layers.RandomFlip("horizontal", seed=params.seed),
+                    keras.layers.RandomRotation(0.1, seed=params.seed),
+                    keras.layers.RandomZoom(0.1, seed=params.seed),
+                    keras.layers.RandomContrast(0.1, seed=params.seed),
+                ],
+                name="augmentation",
             )
-            checkpoint.save(self.model_to_save, self.phase, epoch + 1, history)
+            self.trainer = keras.Model(
+                self.inputs, self.head(self.pool(base(augmentation(self.inputs), training=False)))
+            )
+        self.train_data = self.dataset(self.train_files, True)
+        self.val_data = self.dataset(self.val_files, False)
 
-    def stop_check() -> None:
-        if should_stop():
+    # -- the pieces every phase uses --------------------------------------------------------
+
+    def stop_check(self) -> None:
+        if self.should_stop():
             raise Cancelled("cancelled by request")
 
-    def compile_for(target: Any, rate: float) -> None:
+    def compile_for(self, target: Any, rate: float) -> None:
         target.compile(
-            keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
+            self.keras.optimizers.Adam(rate),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
         )
 
-    def early_stopping() -> Any:
-        return keras.callbacks.EarlyStopping(
-            "val_loss", patience=params.patience, restore_best_weights=True
-        )
+    def callbacks(self, phase: int, total_epochs: int, model_to_save: Any) -> list[Any]:
+        keras = self.keras
+        return [
+            _progress_callback(self, phase, total_epochs, model_to_save),
+            keras.callbacks.EarlyStopping(
+                "val_loss", patience=self.params.patience, restore_best_weights=True
+            ),
+            # train/ and validation/ event files of this phase: TensorBoard's own layout.
+            keras.callbacks.TensorBoard(
+                log_dir=str(self.workdir / TENSORBOARD_DIR / f"phase{phase}"), write_graph=False
+            ),
+        ]
 
-    # -- phase 1: the head on the frozen base ---------------------------------------------
-    resumed_phase = state.phase if state is not None else 0
-    if state is not None and state.phase == 1:
-        head.load_weights(checkpoint.directory / state.weights)
-    start_epoch = state.epochs_done(1) if state else 0
-    if resumed_phase < 2 and start_epoch < params.epochs:
-        report("log", {"message": f"phase 1: training the head from epoch {start_epoch + 1}"})
+    # -- phase 1: the head on the frozen base -----------------------------------------------
+
+    def phase1(self) -> None:
+        params, state, head = self.params, self.state, self.head
+        resumed_phase = state.phase if state is not None else 0
+        if state is not None and state.phase == 1:
+            head.load_weights(self.checkpoint.directory / state.weights)
+        start_epoch = state.epochs_done(1) if state else 0
+        if resumed_phase >= 2 or start_epoch >= params.epochs:
+            return
+        self.report("log", {"message": f"phase 1: training the head from epoch {start_epoch + 1}"})
         started = time.perf_counter()
-        callbacks = [Progress(1, params.epochs, head), early_stopping()]
+        callbacks = self.callbacks(1, params.epochs, head)
         if params.augment:
-            compile_for(trainer, params.learning_rate)
-            trainer.fit(
-                train_data,
-                validation_data=val_data,
+            self.compile_for(self.trainer, params.learning_rate)
+            self.trainer.fit(
+                self.train_data,
+                validation_data=self.val_data,
                 epochs=params.epochs,
                 initial_epoch=start_epoch,
                 callbacks=callbacks,
@@ -361,12 +370,15 @@ def train(
             )
         else:
             # The frozen base in inference mode gives the same features every epoch.
-            report("log", {"message": f"computing base features of {len(files)} images once"})
-            extractor = keras.Model(inputs, features)
-            train_x, train_y = _features(extractor, dataset(train_files, False), stop_check)
-            val_x, val_y = _features(extractor, val_data, stop_check)
-            speed["phase1_feature_images_per_s"] = len(files) / (time.perf_counter() - started)
-            compile_for(head, params.learning_rate)
+            n_images = len(self.train_files) + len(self.val_files)
+            self.report("log", {"message": f"computing base features of {n_images} images once"})
+            extractor = self.keras.Model(self.inputs, self.features)
+            train_x, train_y = _features(
+                extractor, self.dataset(self.train_files, False), self.stop_check
+            )
+            val_x, val_y = _features(extractor, self.val_data, self.stop_check)
+            self.speed["phase1_feature_images_per_s"] = n_images / (time.perf_counter() - started)
+            self.compile_for(head, params.learning_rate)
             head.fit(
                 train_x,
                 train_y,
@@ -377,57 +389,111 @@ def train(
                 callbacks=callbacks,
                 verbose=0,
             )
-        speed["phase1_images_per_s"] = (
-            len(train_files) * (params.epochs - start_epoch) / (time.perf_counter() - started)
+        self.speed["phase1_images_per_s"] = (
+            len(self.train_files) * (params.epochs - start_epoch) / (time.perf_counter() - started)
         )
-        stop_check()
-        checkpoint.save(head, 1, params.epochs, history)
+        self.stop_check()
+        self.checkpoint.save(head, 1, params.epochs, self.history)
 
-    # -- phase 2: the top of the base, with a low learning rate ---------------------------
-    if params.fine_tune_epochs:
-        _unfreeze(keras, base, params.unfreeze)
+    # -- phase 2: the top of the base, with a low learning rate -----------------------------
+
+    def phase2(self) -> None:
+        params, state = self.params, self.state
+        if not params.fine_tune_epochs:
+            return
+        _unfreeze(self.keras, self.base, params.unfreeze)
         start_epoch = state.epochs_done(2) if state else 0
         if state is not None and state.phase == 2:
-            model.load_weights(checkpoint.directory / state.weights)
-        if start_epoch < params.fine_tune_epochs:
-            report("log", {"message": f"phase 2: fine-tuning from epoch {start_epoch + 1}"})
-            compile_for(trainer, params.fine_tune_learning_rate)
-            started = time.perf_counter()
-            trainer.fit(
-                train_data,
-                validation_data=val_data,
-                epochs=params.fine_tune_epochs,
-                initial_epoch=start_epoch,
-                callbacks=[Progress(2, params.fine_tune_epochs, model), early_stopping()],
-                verbose=0,
-            )
-            speed["phase2_images_per_s"] = (
-                len(train_files)
-                * (params.fine_tune_epochs - start_epoch)
-                / (time.perf_counter() - started)
-            )
-            stop_check()
+            self.model.load_weights(self.checkpoint.directory / state.weights)
+        if start_epoch >= params.fine_tune_epochs:
+            return
+        self.report("log", {"message": f"phase 2: fine-tuning from epoch {start_epoch + 1}"})
+        self.compile_for(self.trainer, params.fine_tune_learning_rate)
+        started = time.perf_counter()
+        self.trainer.fit(
+            self.train_data,
+            validation_data=self.val_data,
+            epochs=params.fine_tune_epochs,
+            initial_epoch=start_epoch,
+            callbacks=self.callbacks(2, params.fine_tune_epochs, self.model),
+            verbose=0,
+        )
+        self.speed["phase2_images_per_s"] = (
+            len(self.train_files)
+            * (params.fine_tune_epochs - start_epoch)
+            / (time.perf_counter() - started)
+        )
+        self.stop_check()
 
-    # -- evaluation -----------------------------------------------------------------------
-    predictions = []
-    truth = []
-    for x, y in val_data:
-        predictions.append(np.argmax(np.asarray(model(x, training=False)), axis=1))
-        truth.append(np.asarray(y))
-    predicted, actual = np.concatenate(predictions), np.concatenate(truth)
-    confusion = np.zeros((n_classes, n_classes), dtype=int)
-    for t, p in zip(actual, predicted, strict=True):
-        confusion[t, p] += 1
-    path = workdir / "model.keras"
-    model.save(path)
-    return TrainingResult(
-        model_path=path,
-        class_names=class_names,
-        history=history,
-        val_accuracy=float(np.mean(predicted == actual)),
-        confusion_matrix=confusion.tolist(),
-        images_per_second={k: round(v, 1) for k, v in speed.items()},
-    )
+    # -- validation, and the saved model ----------------------------------------------------
+
+    def finish(self, class_names: list[str]) -> TrainingResult:
+        predictions = []
+        truth = []
+        for x, y in self.val_data:
+            predictions.append(np.argmax(np.asarray(self.model(x, training=False)), axis=1))
+            truth.append(np.asarray(y))
+        predicted, actual = np.concatenate(predictions), np.concatenate(truth)
+        confusion = np.zeros((self.n_classes, self.n_classes), dtype=int)
+        for t, p in zip(actual, predicted, strict=True):
+            confusion[t, p] += 1
+        path = self.workdir / "model.keras"
+        self.model.save(path)
+        return TrainingResult(
+            model_path=path,
+            class_names=class_names,
+            history=self.history,
+            val_accuracy=float(np.mean(predicted == actual)),
+            confusion_matrix=confusion.tolist(),
+            images_per_second={k: round(v, 1) for k, v in self.speed.items()},
+        )
+
+
+def _progress_callback(run: _Run, phase: int, total_epochs: int, model_to_save: Any) -> Any:
+    """Reports progress and epochs, stops at a cancel, and checkpoints after every epoch."""
+    keras = run.keras
+
+    class Progress(keras.callbacks.Callback):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch, self.started = epoch, time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if run.should_stop():
+                self.model.stop_training = True
+                return
+            now = time.perf_counter()
+            if now - self.last >= 1.0:
+                self.last = now
+                done = (batch + 1) / run.steps
+                elapsed = now - self.started
+                run.report(
+                    "progress",
+                    {
+                        "phase": phase,
+                        "epoch": self.epoch + 1,
+                        "epochs": total_epochs,
+                        "batch": batch + 1,
+                        "batches": run.steps,
+                        "eta_s": round(elapsed / done * (1 - done), 1) if done else None,
+                    },
+                )
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            for key, value in metrics.items():
+                run.history.setdefault(f"phase{phase}_{key}", []).append(value)
+            seconds = time.perf_counter() - self.started
+            run.report(
+                "epoch",
+                {"phase": phase, "epoch": epoch + 1, "seconds": round(seconds, 2), **metrics},
+            )
+            run.checkpoint.save(model_to_save, phase, epoch + 1, run.history)
+
+    return Progress()
 
 
 def _features(

@@ -21,7 +21,7 @@ from zoo.catalog import get_spec, list_models
 from zoo.config import ServerConfig
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, ZooError
 from zoo.labels import STABLE, Labels
-from zoo.manifest import Manifest, ManifestError
+from zoo.manifest import Evaluation, Manifest, ManifestError
 from zoo.repository import Repository
 from zoo.serving.images import declared_pixels, decode_image
 from zoo.serving.runtime import LoadedModel, ModelState, Runtime, TensorInfo
@@ -150,6 +150,15 @@ class DataPlane:
             if fnmatch.fnmatch(s.name.lower(), pattern.lower())
             or (s.catalog_model and fnmatch.fnmatch(s.catalog_model.lower(), pattern.lower()))
         ]
+
+    def evaluation(self, name: str, version: int | str | None) -> tuple[int, Evaluation | None]:
+        """(version, its test-split report or None) of a model in the repository; ``version``
+        a number or a label; None: the default version (stable, else the newest)."""
+        chosen = self.repository.get(name, version)
+        try:
+            return chosen.version, chosen.manifest().evaluation
+        except (NotFound, ManifestError):  # no readable zoo.json: no report, as ListModels
+            return chosen.version, None
 
     def _summary(self, name: str, spec: Any | None, loaded: list[LoadedModel]) -> ModelSummary:
         try:
