@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune \
 	bench-requests bench-watchers bench-memory bench-overload serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
-	test-images
+	test-images mutation
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,6 +29,13 @@ test: lint
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not images"
+
+# Mutation testing of the core (Cosmic Ray, mutation/targets.toml), not in CI: about 45 min
+# for every module on an idle 2-core machine, estimated (docs/testing.md).
+# MODULES="records retry" runs some.
+MODULES ?=
+mutation: $(STAMP)
+	$(PY) mutation/run.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

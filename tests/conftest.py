@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -87,6 +88,12 @@ def served_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from zoo.export.exporter import export_model
 
     root = tmp_path_factory.mktemp("served")
+    # `make mutation` builds it once for all its runs (the serving code it mutates does not
+    # take part in exports); each run gets its own copy.
+    cache = os.environ.get("ZOO_TEST_SERVED_CACHE")
+    if cache and Path(cache).exists():
+        shutil.copytree(cache, root, dirs_exist_ok=True)
+        return root
     model = pixel_sensitive_model("MobileNetV2", 64, alpha=0.35)
     export_model(
         model,
@@ -101,6 +108,13 @@ def served_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     broken = root / "broken" / "1"
     broken.mkdir(parents=True)
     (broken / "model.onnx").write_bytes(b"this is not an ONNX file")
+    if cache:  # renamed into place whole: a parallel run sees all of it or none
+        staged = Path(f"{cache}.{os.getpid()}")
+        shutil.copytree(root, staged)
+        try:
+            staged.rename(cache)
+        except OSError:  # another run got there first
+            shutil.rmtree(staged)
     return root
 
 

@@ -183,6 +183,7 @@ def test_a_cancelled_request_leaves_the_queue_uncomputed() -> None:
         kept = asyncio.ensure_future(b.submit(rows(99)))
         await asyncio.sleep(0.02)
         doomed.cancel()
+        await asyncio.wait([doomed])  # its cancellation ran before the instance is free
         model.gate.set()
         await blocker
         assert (await kept)["y"].ravel().tolist() == [198]
@@ -346,3 +347,230 @@ def test_higher_priority_requests_go_ahead_of_those_queued_before_them() -> None
     asyncio.run(scenario())
     # level 1 first, then 2, then 3; first come first served within a level
     assert [c[0] for c in model.calls] == [[0], [3], [5], [4], [1], [2], [6]]
+
+
+def test_an_inline_run_is_never_side_by_side_and_only_small_runs_are_inline() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
+        seen.append((threading.current_thread().name, side_by_side))
+        return {"y": rows * 2}
+
+    async def scenario() -> None:
+        from zoo.serving.batching import INLINE_S
+
+        # (seconds per row, rows): at most INLINE_S in all is inline; 2 x 30 us is not;
+        # a request as large as a batch (2 rows) may be inline
+        for row_seconds, n in ((INLINE_S, 1), (30e-6, 2), (20e-6, 2)):
+            b = DynamicBatcher(run, ModelStats("m", 1), max_batch_size=2, max_queue_delay_s=0.0,
+                               instances=1, row_seconds=row_seconds, name="m-1")  # fmt: skip
+            assert (await b.submit(rows(*range(n))))["y"].ravel().tolist() == [0, 2][:n]
+            await b.close()
+
+    asyncio.run(scenario())
+    assert seen == [("MainThread", False), ("m-1-0", False), ("MainThread", False)]
+
+
+def test_without_spread_an_idle_model_takes_a_request_whole() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, instances=2)  # spread is off unless asked for
+        await b.submit(rows(1, 2, 3, 4))
+        await b.close()
+
+    asyncio.run(scenario())
+    assert model.calls == [([1, 2, 3, 4], False)]
+
+
+def test_a_lone_request_waits_for_company_only_while_batching_is_on() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        # Batching on: the first request waits (up to 2 s) for the batch to fill.
+        b, _ = batcher(model, max_batch_size=3, max_queue_delay_s=2.0)
+        first = asyncio.ensure_future(b.submit(rows(1)))
+        await asyncio.sleep(0.2)
+        assert model.calls == []  # still waiting for company
+        rest = [asyncio.ensure_future(b.submit(rows(i))) for i in (2, 3)]
+        # 1 and 2 go together (one row stays queued for the instance); 3 goes alone once it
+        # has waited its 2 s
+        await asyncio.wait_for(asyncio.gather(first, *rest), 20)
+        await b.close()
+        assert [c[0] for c in model.calls] == [[1, 2], [3]]
+        # Batching off: no wait, whatever the delay says.
+        b, _ = batcher(model, max_batch_size=3, max_queue_delay_s=60.0, enabled=False)
+        await asyncio.wait_for(b.submit(rows(4)), 10)
+        await b.close()
+
+    asyncio.run(scenario())
+    assert [c[0] for c in model.calls] == [[1, 2], [3], [4]]
+
+
+def test_recorded_durations_fit_within_the_time_the_callers_waited() -> None:
+    import time
+
+    model = Model(fail_on=9)
+
+    async def scenario() -> tuple[int, int, ModelStats]:
+        started = time.perf_counter_ns()
+        b, stats, blocker = await busy(model)
+        queued = asyncio.ensure_future(b.submit(rows(1)))  # waits behind the blocker
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await asyncio.gather(blocker, queued)
+        whole = time.perf_counter_ns() - started  # each request's time is within it
+        started = time.perf_counter_ns()
+        with pytest.raises(RuntimeError, match="poison"):
+            await b.submit(rows(9))
+        failed = time.perf_counter_ns() - started
+        await b.close()
+        return whole, failed, stats
+
+    whole, failed, stats = asyncio.run(scenario())
+    assert (stats.success.count, stats.queue.count, stats.compute_infer.count) == (2, 2, 2)
+    assert 0 < stats.success.ns <= 2 * whole  # two requests, each within `whole`
+    assert 0.04e9 < stats.queue.ns <= stats.success.ns  # the second waited 50 ms
+    assert 0 < stats.compute_infer.ns <= stats.success.ns
+    assert stats.fail.count == 1 and 0 < stats.fail.ns <= failed
+
+
+def test_an_inline_run_records_its_time_and_its_failure() -> None:
+    import time
+
+    def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
+        if 9 in rows:
+            raise RuntimeError("row 9 is poison")
+        return {"y": rows * 2}
+
+    async def scenario() -> tuple[int, ModelStats]:
+        stats = ModelStats("m", 1)
+        b = DynamicBatcher(run, stats, max_batch_size=8, max_queue_delay_s=0.0,
+                           instances=1, row_seconds=1e-6)  # fmt: skip
+        started = time.perf_counter_ns()
+        await b.submit(rows(1))
+        with pytest.raises(RuntimeError, match="poison"):
+            await b.submit(rows(9))
+        whole = time.perf_counter_ns() - started
+        await b.close()
+        return whole, stats
+
+    whole, stats = asyncio.run(scenario())
+    assert (stats.success.count, stats.fail.count, stats.execution_count) == (1, 1, 1)
+    assert stats.queue.ns == 0 and 0 < stats.success.ns <= whole
+    assert 0 < stats.compute_infer.ns <= whole and 0 < stats.fail.ns <= whole
+
+
+def test_a_split_request_of_higher_priority_keeps_its_parts_in_order() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _, first = await busy(model, max_batch_size=2, enabled=False)
+        low = [asyncio.ensure_future(b.submit(rows(v), None, 3)) for v in (1, 2)]
+        await asyncio.sleep(0.01)
+        high = asyncio.ensure_future(b.submit(rows(5, 6, 7, 8, 9), None, 1))  # 3 parts
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        assert (await high)["y"].ravel().tolist() == [10, 12, 14, 16, 18]
+        await asyncio.gather(first, *low)
+        await b.close()
+
+    asyncio.run(scenario())
+    assert [c[0] for c in model.calls] == [[0], [5, 6], [7, 8], [9], [1], [2]]
+
+
+def test_the_retry_estimate_shares_the_queue_among_the_instances() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, instances=2, max_queue_size=2, row_seconds=0.010)
+        model.gate.clear()
+        computing = [asyncio.ensure_future(b.submit(rows(i))) for i in (1, 2)]
+        await until(lambda: model.in_flight == 2)
+        queued = [asyncio.ensure_future(b.submit(rows(i, i))) for i in (3, 4)]
+        await asyncio.sleep(0.01)
+        # 4 rows queued at 10 ms a row on 2 instances: about 20 ms
+        with pytest.raises(Unavailable, match=r"2 requests queued, .* about 20 ms"):
+            await b.submit(rows(9))
+        model.gate.set()
+        await asyncio.gather(*computing, *queued)
+        await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_waits_for_the_batch_being_computed() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _, computing = await busy(model)
+        closing = asyncio.ensure_future(b.close())
+        await asyncio.sleep(0.1)
+        assert not closing.done() and model.in_flight == 1
+        model.gate.set()
+        await asyncio.wait_for(closing, 10)
+        assert model.in_flight == 0
+        assert (await computing)["y"].ravel().tolist() == [0]
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_parts_fail_leaves_no_exception_unretrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import gc
+
+    model = Model(fail_on=5)
+
+    async def scenario() -> None:
+        b, _ = batcher(model, max_batch_size=2, instances=2)
+        with pytest.raises(RuntimeError, match="row 5 is poison"):
+            await b.submit(rows(5, 1, 5, 2))  # both parts fail
+        await b.close()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(scenario())
+        gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+def test_a_request_that_fills_a_batch_leaves_at_once_and_close_ends_the_wait() -> None:
+    model = Model()
+
+    async def scenario() -> None:
+        b, _ = batcher(model, max_batch_size=2, max_queue_delay_s=60.0)
+        # two rows fill the batch: no waiting out the minute
+        await asyncio.wait_for(b.submit(rows(1, 2)), 10)
+        # a lone row waits for company until the batcher closes, then fails at once
+        lone = asyncio.ensure_future(b.submit(rows(3)))
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(b.close(), 10)
+        with pytest.raises(Unavailable, match="unloaded while the request waited"):
+            await lone
+
+    asyncio.run(scenario())
+    assert model.calls == [([1, 2], False)]
+
+
+def test_a_batch_that_ends_after_its_event_loop_is_dropped_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    model = Model()
+
+    async def scenario() -> DynamicBatcher:
+        b, _, _ = await busy(model)
+        return b  # asyncio.run closes the loop while the batch computes
+
+    b = asyncio.run(scenario())
+    model.gate.set()
+    for _ in range(1000):
+        if model.in_flight == 0:
+            break
+        threading.Event().wait(0.005)
+    b.stop()
+    for thread in threading.enumerate():
+        if thread.name.startswith("batcher-"):
+            thread.join(5)
+    assert errors == []  # no traceback from an instance thread
