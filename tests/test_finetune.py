@@ -129,7 +129,7 @@ def check_the_test_report(server, job_id, dataset_id, manifest, zoo_cli, tmp_pat
         shown.stdout
     )
     assert "macro avg" in shown.stdout and "confusion matrix" in shown.stdout
-    model_shown = zoo_cli("model", "digits", "--version", "1", "--server", server.address)
+    model_shown = zoo_cli("models", "show", "digits", "--version", "1", "--server", server.address)
     assert model_shown.returncode == 0, model_shown.stderr
     assert "version 1:\ntest split stratified-v0.15-t0.15-s0: 36 images" in model_shown.stdout
 

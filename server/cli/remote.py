@@ -331,8 +331,8 @@ def model_show(name: str, version: int | None, server: str, as_json: bool) -> No
         out.print(f"version {model.evaluated_version} has no test report", markup=False)
 
 
-@app.command("model")
-def model_command(
+@models_app.command("show")
+def models_show(
     name: str = typer.Argument(..., help="Model name on the server."),
     version: int | None = typer.Option(None, "--version", help="Version (default newest)."),
     server: str = SERVER_OPTION,
