@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,3 +128,15 @@ def write_digits(
             (root / str(label) / f"{i}.png").write_bytes(digit_png(image))
         kept += [(digit_png(image), label) for image in images[per_class : per_class + held_out]]
     return kept
+
+
+def needed(tool: str, hint: str) -> str:
+    """The tool's path; a skip on a developer's machine without it, a failure in CI."""
+    import pytest
+
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI=true but {tool} is not installed ({hint})")
+        pytest.skip(f"{tool} is not installed ({hint})")
+    return path

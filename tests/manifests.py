@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from helpers import needed
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -39,16 +37,6 @@ OTHER_VARIABLES = {"KERAS_HOME"}  # the export Job's weights cache on the data v
 POD_KINDS = {"Deployment", "StatefulSet", "Job"}
 # A resource quantity as the API server parses it (kubernetes-validate lets any string through).
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-
-
-def needed(tool: str, hint: str) -> str:
-    """The tool's path; a skip on a developer's machine without it, a failure in CI."""
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true but {tool} is not installed ({hint})")
-        pytest.skip(f"{tool} is not installed ({hint})")
-    return path
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import TOKEN
+from helpers import needed
 from test_http import zip_folder
 
 PHOTO = Path(__file__).resolve().parent.parent / "zoo" / "data" / "photos" / "chelsea.jpg"
@@ -33,16 +34,6 @@ FINETUNE_PARAMS = {
     "unfreeze": 2,
     "weights": "none",
 }
-
-
-def needed(tool: str, hint: str) -> str:
-    """The tool's path; a skip on a developer's machine without it, a failure in CI."""
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true but {tool} is not installed ({hint})")
-        pytest.skip(f"{tool} is not installed ({hint}; apt-get install chromium chromium-driver)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +69,10 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium = needed("chromium", "the headless browser the console tests drive")
-    driver_path = needed("chromedriver", "Debian's chromium-driver, WebDriver for chromium")
+    chromium = needed(
+        "chromium", "the headless browser the console tests drive; apt-get install chromium"
+    )
+    driver_path = needed("chromedriver", "WebDriver for chromium; apt-get install chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
