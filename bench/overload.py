@@ -37,7 +37,7 @@ import numpy as np
 
 from bench.export import machine
 from bench.requests import cpu_seconds
-from bench.serve import drive, export_models, replace_section, request
+from bench.serve import OVERLOAD_HEADING, drive, export_models, replace_section, request
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 
@@ -46,7 +46,7 @@ FACTORS = (1, 2, 4)
 SATURATING = 64  # closed-loop clients for the saturated throughput
 # Per model: the server's queue timeout (ms) and the clients' deadline (s), a few batches' time.
 SETTINGS = {"MobileNetV2": (500, 1.0), "ResNet50": (2000, 4.0)}
-HEADING = "## Overload"
+HEADING = OVERLOAD_HEADING
 
 
 def scrape(metrics_port: int, name: str, model: str) -> float:

@@ -359,6 +359,7 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
 
 
 REST_HEADING = "## REST against gRPC"
+OVERLOAD_HEADING = "## Overload"  # written by bench.overload
 
 
 def rest_section(results: dict[str, Any], seconds: float, rounds: int) -> str:
@@ -422,6 +423,13 @@ def main() -> None:
         + rest_section(results, args.seconds, args.rounds)
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # the overload section is bench.overload's (`make bench-overload`): kept as it was
+    previous = args.out.read_text() if args.out.exists() else ""
+    _, found, overload = previous.partition(OVERLOAD_HEADING)
+    if found:
+        text = replace_section(
+            text, OVERLOAD_HEADING + overload.split("\n## ", 1)[0], OVERLOAD_HEADING
+        )
     args.out.write_text(text)
     print(text)
 
