@@ -303,9 +303,9 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
         f"server and the unbatched one, {seconds:.0f} s each in all, in an order that "
         "rotates every slice, so the ratios compare like with like on a noisy machine; "
         "each slice records from the moment every client has had its first answer. The servers run "
-        "with their defaults: on this CPU one instance per core, a lone run on every core "
-        "and overlapping runs on one core each, and batches of as many rows as fit in "
-        "4 ms (timed at each model's warm-up). Models "
+        "with their defaults: on this CPU one single-thread ONNX Runtime session per model "
+        "version, run by one instance thread per core (a lone request computes on one core), "
+        "and batches of as many rows as fit in 4 ms (timed at each model's warm-up). Models "
         "exported with `weights=None`.",
         "",
     ]
