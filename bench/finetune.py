@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import start_server
 from bench.export import machine
 from zoo.catalog import get_spec
 
@@ -64,9 +65,6 @@ def plain(folder: Path) -> dict[str, Any]:
 
 
 def as_job(folder: Path, workdir: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import start_server
-
     from client import ZooClient
 
     (workdir / "repo").mkdir()

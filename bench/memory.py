@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from bench import start_server
 from bench.export import machine
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
@@ -59,9 +60,6 @@ def infer_once(address: str, model: str, size: int) -> None:
 
 
 def run(names: list[str]) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import start_server
-
     from zoo.catalog import get_spec
     from zoo.export.exporter import export_model
 

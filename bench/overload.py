@@ -26,7 +26,6 @@ import datetime as dt
 import os
 import resource
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -35,9 +34,10 @@ from typing import Any
 import grpc
 import numpy as np
 
+from bench import start_server
 from bench.export import machine
 from bench.requests import cpu_seconds
-from bench.serve import OVERLOAD_HEADING, drive, export_models, replace_section, request
+from bench.serve import OVERLOAD_HEADING, drive, exported, replace_section, request
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
 
@@ -49,17 +49,20 @@ SETTINGS = {"MobileNetV2": (500, 1.0), "ResNet50": (2000, 4.0)}
 HEADING = OVERLOAD_HEADING
 
 
-def scrape(metrics_port: int, name: str, model: str) -> float:
-    """The sum of one counter's samples for ``model`` on the server's /metrics."""
+COUNTERS = ("zoo_inference_rows", "zoo_inference_expired", "zoo_inference_rejected")
+
+
+def scrape(metrics_port: int, model: str) -> dict[str, float]:
+    """Each of ``COUNTERS`` for ``model``, summed over its samples, from one /metrics read."""
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as answer:
         text = answer.read().decode()
-    total = 0.0
+    totals = dict.fromkeys(COUNTERS, 0.0)
     for line in text.splitlines():
-        counter = line.startswith((name + "_total{", name + "{"))
-        if counter and f'model="{model}"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        for name in COUNTERS:
+            if line.startswith((name + "_total{", name + "{")) and f'model="{model}"' in line:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 async def open_loop(
@@ -113,9 +116,6 @@ def client_cpu() -> float:
 
 
 def measure(name: str, repository: Path, workdir: Path, seconds: float) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import start_server  # the same start-up the tests use
-
     model = name.lower()
     timeout_ms, deadline = SETTINGS[name]
     message = request(model, 1, 224)
@@ -135,19 +135,15 @@ def measure(name: str, repository: Path, workdir: Path, seconds: float) -> dict[
         for factor in FACTORS:
             rate = factor * saturated
             print(f"{name}: {factor}x = {rate:.0f} requests/s offered", file=sys.stderr)
-            rows0 = scrape(server.metrics_port, "zoo_inference_rows", model)
-            expired0 = scrape(server.metrics_port, "zoo_inference_expired", model)
-            rejected0 = scrape(server.metrics_port, "zoo_inference_rejected", model)
+            before = scrape(server.metrics_port, model)
             server_cpu0, client_cpu0 = cpu_seconds(server.process.pid), client_cpu()
             point = asyncio.run(open_loop(server.address, message, rate, seconds, deadline))
             point["server_cpu_s"] = cpu_seconds(server.process.pid) - server_cpu0
             point["client_cpu_s"] = client_cpu() - client_cpu0
-            point["computed"] = scrape(server.metrics_port, "zoo_inference_rows", model) - rows0
-            expired = scrape(server.metrics_port, "zoo_inference_expired", model)
-            point["expired"] = expired - expired0
-            point["rejected"] = (
-                scrape(server.metrics_port, "zoo_inference_rejected", model) - rejected0
-            )
+            after = scrape(server.metrics_port, model)
+            point["computed"] = after["zoo_inference_rows"] - before["zoo_inference_rows"]
+            point["expired"] = after["zoo_inference_expired"] - before["zoo_inference_expired"]
+            point["rejected"] = after["zoo_inference_rejected"] - before["zoo_inference_rejected"]
             point["computed_late"] = max(0, int(point["computed"]) - point["in_time"] - 1)
             points[factor] = point
             time.sleep(deadline)  # let the queue empty
@@ -212,11 +208,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repo"
-        export_models(repository, tuple(args.models))
+    with exported(tuple(args.models)) as (repository, work):
         for name in args.models:
-            results[name] = measure(name, repository, Path(tmp), args.seconds)
+            results[name] = measure(name, repository, work, args.seconds)
     new = section(results, args.seconds)
     old = args.out.read_text() if args.out.exists() else ""
     args.out.write_text(replace_section(old, new, HEADING))

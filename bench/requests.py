@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import start_server
 from bench.export import machine
 from protos import grpc_service_pb2 as pb
 
@@ -164,9 +165,6 @@ def measure(pid: int, port: int, body: Path, requests: int, clients: int) -> dic
 
 
 def run(requests: int, clients: int, rounds: int) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import start_server
-
     rows: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"

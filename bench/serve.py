@@ -22,13 +22,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from bench import start_server
 from bench.export import machine
 from protos import grpc_service_pb2 as pb
 from protos import grpc_service_pb2_grpc as pb_grpc
@@ -193,12 +195,18 @@ def interleaved(
     return out
 
 
-def export_models(repository: Path, names: tuple[str, ...]) -> None:
+@contextmanager
+def exported(names: tuple[str, ...]) -> Iterator[tuple[Path, Path]]:
+    """(repository, work folder): a temporary repository with ``names`` exported
+    (``weights=None``), removed afterwards."""
     from zoo.export.exporter import export_model
 
-    for name in names:
-        print(f"exporting {name} (weights=None)", file=sys.stderr, flush=True)
-        export_model(name, repository, weights=None)
+    with tempfile.TemporaryDirectory() as tmp:
+        repository = Path(tmp) / "repo"
+        for name in names:
+            print(f"exporting {name} (weights=None)", file=sys.stderr, flush=True)
+            export_model(name, repository, weights=None)
+        yield repository, Path(tmp)
 
 
 def server_batch_stats(address: str, model: str) -> dict[int, int]:
@@ -226,17 +234,12 @@ def rest_points(
 
 def run_rest(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, Any]:
     """Only the REST points (``--rest-only``): one batching server per model."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import start_server
-
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repo"
-        export_models(repository, names)
+    with exported(names) as (repository, work):
         for name in names:
             model = name.lower()
             reference = InProcess(repository / model / "1" / "model.onnx")
-            server = start_server(repository, Path(tmp), "--eager", model)
+            server = start_server(repository, work, "--eager", model)
             try:
                 points = rest_points(
                     reference, server.address, server.http_url, model, seconds, rounds
@@ -248,21 +251,16 @@ def run_rest(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, A
 
 
 def run(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import start_server  # the same start-up the tests use
-
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repo"
-        export_models(repository, names)
+    with exported(names) as (repository, work):
         for name in names:
             model = name.lower()
             reference = InProcess(repository / model / "1" / "model.onnx")
-            batched = start_server(repository, Path(tmp), "--eager", model)
-            unbatched = start_server(repository, Path(tmp), "--eager", model, "--no-batching")
+            batched = start_server(repository, work, "--eager", model)
+            unbatched = start_server(repository, work, "--eager", model, "--no-batching")
             # batches of up to 8 whatever the auto rule says, at 16 clients: what it costs
             forced = start_server(
-                repository, Path(tmp), "--eager", model, env={"ZOO_MAX_BATCH_SIZE": "8"}
+                repository, work, "--eager", model, env={"ZOO_MAX_BATCH_SIZE": "8"}
             )
             servers = {"batched": batched.address, "unbatched": unbatched.address}
             row: dict[Any, Any] = {}

@@ -31,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from bench import start_server
 from bench.export import machine
 from bench.requests import cpu_seconds
 from bench.serve import request, summarize
@@ -107,9 +108,6 @@ async def infer_for(address: str, seconds: float, clients: int) -> list[float]:
 
 
 def run(seconds: float, rounds: int, delay_ms: float, clients: int) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from serving import start_server
-
     from client import ZooClient
     from zoo.export.exporter import export_model
 
