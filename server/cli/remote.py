@@ -389,14 +389,18 @@ def _print_labels(state: Any, as_json: bool) -> None:
         out.print(table)
 
 
+# who asks, recorded in a label's history (the token proves possession, not identity)
+BY_OPTION = typer.Option(
+    None, "--by", help="Who asks, for the history. Defaults to your user name."
+)
+
+
 @models_app.command("promote")
 def promote(
     name: str = typer.Argument(..., help="Model name on the server."),
     version: int = typer.Argument(..., help="Version to label."),
     label: str = typer.Option("stable", "--label", help="Label to point at the version."),
-    by: str | None = typer.Option(
-        None, "--by", help="Who asks, for the history. Defaults to your user name."
-    ),
+    by: str | None = BY_OPTION,
     server: str = SERVER_OPTION,
     token: str | None = TOKEN_OPTION,
     as_json: bool = JSON_OPTION,
@@ -412,9 +416,7 @@ def promote(
 def rollback(
     name: str = typer.Argument(..., help="Model name on the server."),
     label: str = typer.Option("stable", "--label", help="Label to move back."),
-    by: str | None = typer.Option(
-        None, "--by", help="Who asks, for the history. Defaults to your user name."
-    ),
+    by: str | None = BY_OPTION,
     server: str = SERVER_OPTION,
     token: str | None = TOKEN_OPTION,
     as_json: bool = JSON_OPTION,
