@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from versions import onnxruntime_logits, pixels, publish_versions
 
-from zoo import labels as version_labels
 from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
 from zoo.jobs.promotion import decide, label_published, validate_promote
 from zoo.jobs.training import FineTuneParams
@@ -128,7 +127,7 @@ def test_a_failed_rename_leaves_the_old_labels(
     def failing_replace(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(version_labels.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)  # zoo.files writes labels.json
     with pytest.raises(OSError, match="No space left"):
         repository.set_label("twin", "stable", 2)
     monkeypatch.undo()

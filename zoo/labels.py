@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import FailedPrecondition, InvalidArgument
+from zoo.files import write_text_atomically
 
 LABELS_FILE = "labels.json"
 LOCK_FILE = ".labels.lock"
@@ -152,26 +151,7 @@ def read_labels(model_dir: Path) -> Labels:
 
 def write_labels(model_dir: Path, labels: Labels) -> None:
     """Write ``labels`` atomically: a temporary file, fsync, rename over, fsync the directory."""
-    write_atomically(model_dir / LABELS_FILE, json.dumps(labels.to_dict(), indent=2) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
+    write_text_atomically(model_dir / LABELS_FILE, json.dumps(labels.to_dict(), indent=2) + "\n")
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from zoo import labels as version_labels
 from zoo.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from zoo.files import write_text_atomically
 from zoo.labels import STABLE, Labels, validate_label
 from zoo.lifetime import clear_dead_writers
 from zoo.manifest import Manifest, ManifestError
@@ -279,7 +280,7 @@ class Repository:
             text = config.read_text()
             updated = version_labels.with_version_policy(text, labels)
             if updated != text:
-                _write_text_atomically(config, updated)
+                write_text_atomically(config, updated)
 
     def manifest(self, model: str, version: int | str | None = None) -> Manifest:
         return self.get(model, version).manifest()
@@ -364,12 +365,5 @@ class Repository:
             labels = version_labels.read_labels(model_dir)
             if labels.stable is not None:  # Triton keeps serving stable, not the new version
                 config_pbtxt = version_labels.with_version_policy(config_pbtxt, labels)
-            _write_text_atomically(model_dir / CONFIG_FILE, config_pbtxt)
+            write_text_atomically(model_dir / CONFIG_FILE, config_pbtxt)
         return True
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -23,8 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import InvalidArgument
+from zoo.files import write_text_atomically
 
 PARTS = ("train", "validation", "test")
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
@@ -114,10 +113,7 @@ def stratified_split(
 
 def write_atomically(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=1) + "\n")
 
 
 # --- Manifests --------------------------------------------------------------------------------
