@@ -250,6 +250,7 @@ def main() -> None:
         help="targets run side by side (default: one more than the CPUs)",
     )
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the tools run in the copied tree, not here
     targets, exclude = load_targets(Path(__file__).with_name("targets.toml"))
     known = {t.name for t in targets}
     unknown = sorted(set(args.modules) - known)

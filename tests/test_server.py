@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers import heavy_modules_after
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import AsyncZooClient, ZooClient, errors
+from client import ZooClient, errors
 from zoo.export.verify import PHOTOS
 from zoo.serving.images import decode_image
 
@@ -172,24 +172,61 @@ def test_health_and_reflection(server) -> None:
             assert descriptor_pb2.FileDescriptorProto.FromString(protos[0]).name == file
 
 
-def test_concurrent_requests_form_batches(server) -> None:
-    async def burst() -> None:
-        async with AsyncZooClient(server.address) as zoo:
-            x = np.zeros((1, 64, 64, 3), np.uint8)
-            await zoo.infer("mobilenetv2", x)  # loaded and warm
-            for _ in range(3):
-                await asyncio.gather(*(zoo.infer("mobilenetv2", x) for _ in range(16)))
+def test_concurrent_requests_form_batches(served_repository: Path, tmp_path: Path) -> None:
+    """Requests that queue together leave together. One instance and a queue of 4: the server
+    refuses a request only while 4 others wait behind the one computing, and the instance
+    then takes at least 3 of them in one batch (one row stays queued as its reserve). So once
+    the server has refused one, its own statistics must show a batch of more than one row,
+    however slow or busy the machine: the test sends bursts until a refusal proves that
+    requests queued together, instead of betting that a burst outruns the instance."""
+    from serving import start_server
 
-    asyncio.run(burst())
-    with grpc.insecure_channel(server.address) as channel:
-        from protos import grpc_service_pb2 as pb
-        from protos import grpc_service_pb2_grpc as pb_grpc
+    from protos import grpc_service_pb2 as pb
+    from protos import grpc_service_pb2_grpc as pb_grpc
 
-        stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
-            pb.ModelStatisticsRequest(name="mobilenetv2")
-        )
+    request = pb.ModelInferRequest(model_name="mobilenetv2")
+    request.inputs.add(name="image", datatype="UINT8", shape=[1, 64, 64, 3])
+    request.raw_input_contents.append(bytes(64 * 64 * 3))
+
+    def rejected() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics").read()
+        families = text_string_to_metric_families(text.decode())
+        return sum(s.value for f in families if f.name == "zoo_inference_rejected"
+                   for s in f.samples if s.name.endswith("_total"))  # fmt: skip
+
+    async def burst() -> list[str]:
+        # The raw stub, not the SDK: the SDK would retry the refusals
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+
+            async def one() -> str:
+                try:
+                    await infer(request, timeout=120)
+                    return "OK"
+                except grpc.aio.AioRpcError as e:
+                    return e.code().name
+
+            return await asyncio.gather(*(one() for _ in range(24)))
+
+    running = start_server(
+        served_repository, tmp_path, "--eager", "mobilenetv2",
+        env={"ZOO_MODEL_INSTANCES": "1", "ZOO_MAX_BATCH_SIZE": "8", "ZOO_MAX_QUEUE_SIZE": "4"},
+    )  # fmt: skip
+    try:
+        bursts = 0
+        while not rejected():
+            bursts += 1
+            codes = asyncio.run(burst())
+            assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
+            assert bursts < 50, "50 bursts of 24 requests never filled a queue of 4"
+        with grpc.insecure_channel(running.address) as channel:
+            stats = pb_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
+                pb.ModelStatisticsRequest(name="mobilenetv2"), timeout=30
+            )
+    finally:
+        assert running.stop() == 0, running.log.read_text()[-3000:]
     sizes = {b.batch_size for s in stats.model_stats for b in s.batch_stats}
-    assert max(sizes) > 1, sizes
+    assert max(sizes) >= 3, sizes
 
 
 def test_metrics_endpoint_parses(server) -> None:
