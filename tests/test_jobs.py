@@ -14,7 +14,7 @@ import pytest
 from helpers import postgres_job_store
 from sqlalchemy import event as sqlalchemy_event
 
-from zoo.errors import FailedPrecondition, NotFound, Unavailable
+from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from zoo.jobs.records import (
     TERMINAL,
     TRANSITIONS,
@@ -115,6 +115,44 @@ def test_list_and_unknown(store: JobStore) -> None:
     assert [j.id for j in store.jobs(JobState.QUEUED)] == [b.id]
     with pytest.raises(NotFound, match="no job 'nope'"):
         store.get("nope")
+
+
+def test_listing_is_newest_first_within_the_limit(store: JobStore) -> None:
+    a, b, c = (store.create(JobKind.EXPORT, {}) for _ in range(3))
+    assert [j.id for j in store.jobs(limit=2)] == [c.id, b.id]
+    assert [j.id for j in store.jobs(limit=1)] == [c.id]
+    with pytest.raises(InvalidArgument, match="limit must be >= 1; received 0"):
+        store.jobs(limit=0)
+    assert a.id in [j.id for j in store.jobs()]
+
+
+def test_only_the_holder_keeps_a_job_alive(store: JobStore) -> None:
+    """A heartbeat from a worker that lost the job (its claim went stale and another took
+    it) does not keep the job from being claimed again."""
+    job = store.create(JobKind.EXPORT, {})
+    store.claim("old")
+    time.sleep(0.2)
+    assert store.heartbeat(job.id, "someone-else") is JobState.RUNNING
+    again = store.claim("new", stale_after_s=0.1)
+    assert again is not None and (again.id, again.worker) == (job.id, "new")
+
+
+def test_latest_events_by_job(store: JobStore) -> None:
+    a, b = store.create(JobKind.EXPORT, {}), store.create(JobKind.EXPORT, {})
+    store.add_event(a.id, EventType.LOG, {"message": "x"})
+    assert store.latest_events([a.id, b.id, "nope"]) == {a.id: 2, b.id: 1}
+    assert store.latest_events([b.id]) == {b.id: 1}
+    assert store.latest_events([]) == {}
+
+
+def test_database_urls(tmp_path: Path) -> None:
+    from zoo.jobs.store import database_url
+
+    assert database_url("postgresql://u@h:5/db") == "postgresql+psycopg://u@h:5/db"
+    assert database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert database_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert database_url(tmp_path / "jobs.db") == f"sqlite:///{tmp_path.resolve() / 'jobs.db'}"
+    assert JobStore(tmp_path / "jobs.db").dialect == "sqlite"
 
 
 def _claim_all(url: str, worker: str, go: object, out: multiprocessing.Queue) -> None:
