@@ -195,6 +195,27 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch: pytest.MonkeyPatc
     assert visible_gpus() == []
 
 
+def test_visible_gpus_without_the_variable_ask_nvidia_smi(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """nvidia-smi -L lists one "GPU i: ..." line per device (and MIG lines under them); on a
+    machine without it there are none."""
+    from zoo.jobs.worker import visible_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert visible_gpus() == []
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        "echo 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\n"
+        "echo '  MIG 1g.10gb Device 0: (UUID: MIG-b)'\n"
+        "echo 'GPU 1: NVIDIA H100 (UUID: GPU-c)'\n"
+    )
+    smi.chmod(0o755)
+    assert visible_gpus() == ["0", "1"]  # not ["0", "2"]: the MIG line is no GPU
+
+
 def test_a_worker_outlives_a_failing_store(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -50,7 +50,9 @@ def visible_gpus() -> list[str]:
         listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return [str(i) for i, line in enumerate(listed.stdout.splitlines()) if line.startswith("GPU ")]
+    # One "GPU i: ..." line per device, with its MIG devices' lines (if any) under it
+    devices = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
+    return [str(i) for i in range(len(devices))]
 
 
 def _last_words(lines: list[str]) -> str:
