@@ -145,6 +145,35 @@ def test_latest_events_by_job(store: JobStore) -> None:
     assert store.latest_events([]) == {}
 
 
+def test_an_ended_job_keeps_its_error_or_result(store: JobStore) -> None:
+    failed, done = store.create(JobKind.EXPORT, {}), store.create(JobKind.EXPORT, {})
+    store.claim("w"), store.claim("w")
+    ended = store.set_state(failed.id, JobState.FAILED, error="boom")
+    assert (ended.error, ended.result, ended.finished_at is not None) == ("boom", None, True)
+    assert store.events(failed.id)[-1].payload == {"state": "FAILED", "error": "boom"}
+    ended = store.set_state(done.id, JobState.SUCCEEDED, result={"version": 2})
+    assert (ended.error, ended.result) == (None, {"version": 2})
+    assert store.events(done.id)[-1].payload == {"state": "SUCCEEDED"}
+    assert store.get(failed.id).error == "boom" and store.get(done.id).result == {"version": 2}
+    assert store.get(failed.id).created_at.tzinfo is not None  # UTC, also from SQLite
+
+
+def test_events_written_side_by_side_get_one_number_each(store: JobStore) -> None:
+    """Writers that pick the same next number at once: the loser retries with the next."""
+    job = store.create(JobKind.EXPORT, {})
+    stores = [JobStore(store.url) for _ in range(6)]
+
+    def write(i: int) -> list[int]:
+        return [stores[i].add_event(job.id, EventType.LOG, {"n": n}) for n in range(8)]
+
+    with ThreadPoolExecutor(6) as pool:
+        numbers = [seq for seqs in pool.map(write, range(6)) for seq in seqs]
+    assert sorted(numbers) == list(range(2, 50))
+    assert [e.seq for e in store.events(job.id)] == list(range(1, 50))
+    for other in stores:
+        other.close()
+
+
 def test_database_urls(tmp_path: Path) -> None:
     from zoo.jobs.store import database_url
 
