@@ -254,5 +254,5 @@ def test_last_words_name_a_fatal_error_and_its_frame() -> None:
         'Fatal Python error: Segmentation fault at File "/x/onnx.py", line 7 in convert'
     )
     assert _last_words(["noise", "Fatal Python error: Aborted"]) == "Fatal Python error: Aborted"
-    assert _last_words(["first", "MemoryError"]) == "MemoryError"
+    assert _last_words(["first", "second", "MemoryError"]) == "MemoryError"
     assert _last_words([]) == ""
