@@ -280,6 +280,36 @@ def test_a_worker_outlives_a_failing_store(
     assert "no such table: jobs" in caplog.text
 
 
+def test_a_worker_waits_its_poll_interval_after_a_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed claim is followed by the poll wait, not by another claim at once: with a
+    five-minute interval there is one failure until the worker is stopped."""
+    import sqlite3
+    import threading
+
+    from zoo.jobs.worker import Worker, WorkerSettings
+
+    db = tmp_path / "jobs.db"
+    worker = Worker(WorkerSettings(str(db), tmp_path / "data", tmp_path / "repo", poll_s=300))
+    with sqlite3.connect(db) as connection:
+        connection.execute("DROP TABLE job_events")
+        connection.execute("DROP TABLE jobs")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    with caplog.at_level("ERROR", logger="zoo"):
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not caplog.records:
+            assert time.monotonic() < deadline, "the claim did not fail"
+            time.sleep(0.02)
+        time.sleep(0.5)  # a worker that did not wait would fail again and again meanwhile
+        assert len(caplog.records) == 1
+    stop.set()  # ends the wait at once
+    thread.join(10)
+    assert not thread.is_alive()
+
+
 def test_job_specs_round_trip_through_the_stored_shape() -> None:
     from zoo.catalog.weights import WeightsSource
     from zoo.jobs.records import ExportJobSpec, FineTuneJobSpec
