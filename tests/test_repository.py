@@ -226,3 +226,48 @@ def test_out_of_range_version_directories_do_not_break_the_listing(tmp_path: Pat
     with pytest.raises(InvalidArgument, match="has version 9007199254740991, the highest allowed"):
         repo.publish(fake_version(tmp_path, "d"), "m", config)
     assert repo.versions("m") == [1, top.version]
+
+
+def test_the_version_below_the_highest_takes_the_highest(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    repo.publish(fake_version(tmp_path, "a"), "m", config, version=2**53 - 2)
+    assert repo.publish(fake_version(tmp_path, "b"), "m", config).version == 2**53 - 1
+
+
+def test_a_pinned_version_whose_directory_exists_is_refused(tmp_path: Path) -> None:
+    """An empty directory named 3 (made by hand, or left by a crash) is no version, but a
+    rename onto it would succeed: publish refuses the number instead of filling it."""
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    repo.publish(fake_version(tmp_path, "a"), "m", config)
+    (repo.root / "m" / "3").mkdir()
+    with pytest.raises(AlreadyExists, match="already has version 3"):
+        repo.publish(fake_version(tmp_path, "b"), "m", config, version=3)
+    assert list((repo.root / "m" / "3").iterdir()) == []
+
+
+def test_a_repository_is_made_with_its_parents(tmp_path: Path) -> None:
+    Repository(tmp_path / "a" / "b" / "repo")
+    assert (tmp_path / "a" / "b" / "repo").is_dir()
+    with pytest.raises(NotFound, match="does not exist"):
+        Repository(tmp_path / "other", create=False)
+
+
+def test_a_settled_model_directory_is_listed_from_the_cache(tmp_path: Path) -> None:
+    """A model directory unchanged for over a second (every one, in a running deployment) is
+    listed from the cache: a model.onnx removed by hand inside a version is not seen until
+    the directory changes, as versions() documents; a publish changes it."""
+    config = render_config("m", [], [], 8)
+    Repository(tmp_path / "repo").publish(fake_version(tmp_path, "a"), "m", config)
+    Repository(tmp_path / "repo").publish(fake_version(tmp_path, "b"), "m", config)
+    model_dir = tmp_path / "repo" / "m"
+    settled = time.time() - 5
+    os.utime(model_dir, (settled, settled))
+    repo = Repository(tmp_path / "repo")
+    assert repo.versions("m") == [1, 2]
+    (model_dir / "2" / "model.onnx").unlink()
+    os.utime(model_dir, (settled, settled))  # as it was
+    assert repo.versions("m") == [1, 2]  # from the cache
+    repo.publish(fake_version(tmp_path, "c"), "m", config)
+    assert repo.versions("m") == [1, 3]
