@@ -269,5 +269,38 @@ def test_a_settled_model_directory_is_listed_from_the_cache(tmp_path: Path) -> N
     (model_dir / "2" / "model.onnx").unlink()
     os.utime(model_dir, (settled, settled))  # as it was
     assert repo.versions("m") == [1, 2]  # from the cache
-    repo.publish(fake_version(tmp_path, "c"), "m", config)
+    # 2 is no version now, but its directory is not empty: the rename onto it fails
+    assert repo.publish(fake_version(tmp_path, "c"), "m", config).version == 3
     assert repo.versions("m") == [1, 3]
+
+
+def test_a_change_within_one_timestamp_tick_is_seen(tmp_path: Path) -> None:
+    """On a file system with coarse timestamps a publish may leave the model directory's
+    modification time as it was: a directory changed in the last second is listed afresh."""
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    repo.publish(fake_version(tmp_path, "a"), "m", config)
+    model_dir = repo.root / "m"
+    tick = model_dir.stat().st_mtime_ns
+    assert repo.versions("m") == [1]  # cached with this stamp
+    Repository(repo.root).publish(fake_version(tmp_path, "b"), "m", config)
+    os.utime(model_dir, ns=(tick, tick))  # the same tick
+    assert repo.versions("m") == [1, 2]
+
+
+def test_models_are_directories_with_versions(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    config = render_config("m", [], [], 8)
+    with repo.stage() as staged:
+        (staged / "model.onnx").write_text("onnx")
+        repo.publish(staged, "m", config)
+        (repo.root / "notes.txt").write_text("a file")
+        (repo.root / "empty").mkdir()
+        assert repo.models() == ["m"]  # not .staging, the file or the empty directory
+
+
+def test_a_version_is_a_number_not_a_boolean(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    repo.publish(fake_version(tmp_path, "a"), "m", render_config("m", [], [], 8))
+    with pytest.raises(InvalidArgument, match="received True"):
+        repo.get("m", True)
