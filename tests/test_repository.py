@@ -269,6 +269,8 @@ def test_a_settled_model_directory_is_listed_from_the_cache(tmp_path: Path) -> N
     (model_dir / "2" / "model.onnx").unlink()
     os.utime(model_dir, (settled, settled))  # as it was
     assert repo.versions("m") == [1, 2]  # from the cache
+    os.utime(model_dir, (settled - 1, settled - 1))  # changed, and settled again
+    assert repo.versions("m") == [1]
     # 2 is no version now, but its directory is not empty: the rename onto it fails
     assert repo.publish(fake_version(tmp_path, "c"), "m", config).version == 3
     assert repo.versions("m") == [1, 3]
@@ -297,6 +299,15 @@ def test_models_are_directories_with_versions(tmp_path: Path) -> None:
         (repo.root / "notes.txt").write_text("a file")
         (repo.root / "empty").mkdir()
         assert repo.models() == ["m"]  # not .staging, the file or the empty directory
+
+
+def test_an_unknown_model_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    with pytest.raises(NotFound, match=r"model 'x' is not in .* \(models: none\)"):
+        repo.versions("x")
+    repo.publish(fake_version(tmp_path, "a"), "m", render_config("m", [], [], 8))
+    with pytest.raises(NotFound, match=r"model 'x' is not in .* \(models: m\)"):
+        repo.versions("x")
 
 
 def test_a_version_is_a_number_not_a_boolean(tmp_path: Path) -> None:
