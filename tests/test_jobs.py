@@ -174,6 +174,32 @@ def test_events_written_side_by_side_get_one_number_each(store: JobStore) -> Non
         other.close()
 
 
+def test_times_are_utc_whatever_the_servers_time_zone() -> None:
+    """A PostgreSQL session in another time zone (a server's default, or a DBA's) reads and
+    writes the same instants: every time column holds a time zone."""
+    import datetime as dt
+
+    with postgres_job_store() as jobs:
+        tokyo = JobStore(f"{jobs.url}?options=-c%20TimeZone%3DAsia%2FTokyo")
+        job = tokyo.create(JobKind.EXPORT, {})
+        tokyo.claim("w")
+        tokyo.add_event(job.id, EventType.LOG, {"message": "x"})
+        assert tokyo.census().longest_silence_s < 3600  # the heartbeat, 9 hours off if naive
+        ended = tokyo.set_state(job.id, JobState.FAILED, error="boom")
+        now = dt.datetime.now(dt.UTC)
+        for store in (tokyo, jobs):
+            read = store.get(job.id)
+            times = [read.created_at, read.updated_at, read.started_at, read.finished_at]
+            times += [e.time for e in store.events(job.id)]
+            assert all(t is not None and abs(t - now) < dt.timedelta(hours=1) for t in times), (
+                times, now)  # fmt: skip
+        assert ended.finished_at == jobs.get(job.id).finished_at
+        jobs.create(JobKind.EXPORT, {})
+        assert jobs.claim("here") is not None
+        assert tokyo.claim("there", stale_after_s=3600) is None  # beating, not 9 hours silent
+        tokyo.close()
+
+
 def test_database_urls(tmp_path: Path) -> None:
     from zoo.jobs.store import database_url
 
