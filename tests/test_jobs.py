@@ -156,6 +156,25 @@ def test_an_ended_job_keeps_its_error_or_result(store: JobStore) -> None:
     assert store.events(done.id)[-1].payload == {"state": "SUCCEEDED"}
     assert store.get(failed.id).error == "boom" and store.get(done.id).result == {"version": 2}
     assert store.get(failed.id).created_at.tzinfo is not None  # UTC, also from SQLite
+    assert store.get(done.id).updated_at == ended.updated_at  # as stored, not when read
+
+
+def test_a_store_outlives_its_dropped_connections() -> None:
+    """PostgreSQL restarted, or a proxy that closed idle connections: the next call
+    reconnects instead of failing on a dead pooled connection."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    with postgres_job_store() as jobs:
+        job = jobs.create(JobKind.EXPORT, {})  # leaves a connection in the store's pool
+        other = create_engine(jobs.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with other.connect() as admin:
+            admin.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            )  # fmt: skip
+        other.dispose()
+        assert jobs.get(job.id).state is JobState.QUEUED
 
 
 def test_events_written_side_by_side_get_one_number_each(store: JobStore) -> None:
