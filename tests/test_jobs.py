@@ -157,6 +157,8 @@ def test_an_ended_job_keeps_its_error_or_result(store: JobStore) -> None:
     assert store.get(failed.id).error == "boom" and store.get(done.id).result == {"version": 2}
     assert store.get(failed.id).created_at.tzinfo is not None  # UTC, also from SQLite
     assert store.get(done.id).updated_at == ended.updated_at  # as stored, not when read
+    created = store.events(done.id)[0]
+    assert created.time <= ended.updated_at  # the QUEUED event, as stored, not when read
 
 
 def test_a_store_outlives_its_dropped_connections() -> None:
