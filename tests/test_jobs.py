@@ -157,6 +157,7 @@ def test_an_ended_job_keeps_its_error_or_result(store: JobStore) -> None:
     assert store.get(failed.id).error == "boom" and store.get(done.id).result == {"version": 2}
     assert store.get(failed.id).created_at.tzinfo is not None  # UTC, also from SQLite
     assert store.get(done.id).updated_at == ended.updated_at  # as stored, not when read
+    assert store.get(done.id).created_at == done.created_at
     created = store.events(done.id)[0]
     assert created.time <= ended.updated_at  # the QUEUED event, as stored, not when read
 
@@ -219,6 +220,38 @@ def test_times_are_utc_whatever_the_servers_time_zone() -> None:
         assert jobs.claim("here") is not None
         assert tokyo.claim("there", stale_after_s=3600) is None  # beating, not 9 hours silent
         tokyo.close()
+
+
+def test_a_job_ends_once_when_its_ends_race(store: JobStore) -> None:
+    """Six writers end each job at once (a worker settling it, its process finishing, a
+    cancel): one wins, the others see the state it left and are refused by the state
+    machine; no job records two ends."""
+    jobs = [store.create(JobKind.EXPORT, {}) for _ in range(8)]
+    for _ in jobs:
+        store.claim("w")
+    stores = [JobStore(store.url) for _ in range(6)]
+    ends = [JobState.FAILED, JobState.SUCCEEDED, JobState.CANCELLING] * 2
+
+    def end(i: int) -> list[str]:
+        outcomes = []
+        for job in jobs:
+            try:
+                stores[i].set_state(job.id, ends[i])
+                outcomes.append("won")
+            except IllegalTransition:
+                outcomes.append("refused")
+        return outcomes
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(end, range(6)))
+    for j, job in enumerate(jobs):
+        winners = [ends[i] for i in range(6) if outcomes[i][j] == "won"]
+        states = [e.payload["state"] for e in store.events(job.id) if e.type is EventType.STATE]
+        assert states[:2] == ["QUEUED", "RUNNING"]
+        assert sorted(states[2:]) == sorted(w.value for w in winners)  # every win recorded
+        assert sum(w.terminal for w in winners) == 1 and JobState(states[-1]).terminal
+    for other in stores:
+        other.close()
 
 
 def test_database_urls(tmp_path: Path) -> None:
