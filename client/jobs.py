@@ -151,6 +151,28 @@ def finetune_request(
     )
 
 
+def search_request(
+    base: str,
+    dataset: str | DatasetInfo,
+    output_model: str,
+    space: dict[str, Any],
+    options: dict[str, Any],
+    params: dict[str, Any],
+) -> zpb.CreateSearchJobRequest:
+    """``space``: parameter -> list of values or {"low", "high", "log"}; ``options``: the
+    search's strategy, trials, promote, seed, early_stopping, min_trials and
+    allow_other_source; ``params``: the FineTuneParams base of every trial."""
+    base_request = finetune_request(base, dataset, output_model, params)
+    return zpb.CreateSearchJobRequest(
+        base_model=base_request.base_model,
+        dataset_id=base_request.dataset_id,
+        output_model=output_model,
+        params=base_request.params,
+        space_json=json.dumps(space),
+        **options,
+    )
+
+
 def export_request(
     model: str,
     weights: str = "imagenet",

@@ -13,11 +13,12 @@ import json
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.catalog import get_spec
-from zoo.errors import Cancelled, ZooError
+from zoo.errors import Cancelled, FailedPrecondition, ZooError
 from zoo.jobs.datasets import DatasetStore
 from zoo.jobs.promotion import label_published
 from zoo.jobs.records import (
@@ -29,6 +30,15 @@ from zoo.jobs.records import (
     JobKind,
     JobState,
 )
+from zoo.jobs.search import (
+    SearchJobSpec,
+    SearchResult,
+    best_trial,
+    epoch_accuracies,
+    median_rule,
+    read_trials,
+)
+from zoo.jobs.splits import DatasetSplit
 from zoo.jobs.store import JobStore
 from zoo.lifetime import die_with_parent
 from zoo.manifest import Evaluation, Manifest
@@ -38,6 +48,7 @@ if TYPE_CHECKING:
     from zoo.export.exporter import ExportResult
 
 _stop_requested = False
+_stopped_early: str | None = None  # why a search's median rule stopped this trial
 
 
 def _request_stop(_signum: int, _frame: Any) -> None:
@@ -46,7 +57,32 @@ def _request_stop(_signum: int, _frame: Any) -> None:
 
 
 def should_stop() -> bool:
-    return _stop_requested
+    return _stop_requested or _stopped_early is not None
+
+
+def _median_rule_check(
+    store: JobStore, job_id: str, search_id: str, payload: dict[str, Any]
+) -> None:
+    """After an epoch of a search's trial: stop it if the search's median rule says so."""
+    global _stopped_early
+    if "val_accuracy" not in payload or _stopped_early is not None:
+        return
+    search = SearchJobSpec.from_dict(store.get(search_id).params)
+    if search.early_stopping != "median":
+        return
+    point = (int(payload["phase"]), int(payload["epoch"]))
+    peers = []
+    for trial in store.children(search_id):
+        if trial.id == job_id:
+            continue
+        epochs = [e.payload for e in store.events(trial.id) if e.type is EventType.EPOCH]
+        reported = epoch_accuracies(epochs)
+        if point in reported:
+            peers.append(reported[point])
+    where = f"phase {point[0]} epoch {point[1]}"
+    _stopped_early = median_rule(float(payload["val_accuracy"]), peers, search.min_trials, where)
+    if _stopped_early is not None:
+        store.add_event(job_id, EventType.LOG, {"message": _stopped_early})
 
 
 def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneResult:
@@ -68,6 +104,8 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
 
     def report(kind: str, payload: dict[str, Any]) -> None:
         store.add_event(job.id, EventType(kind), payload)
+        if kind == EventType.EPOCH and job_spec.search_id is not None:
+            _median_rule_check(store, job.id, job_spec.search_id, payload)
 
     report(
         "log",
@@ -124,20 +162,6 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
         evaluate=evaluate,
     )
 
-    def stable_accuracy(stable: ModelVersion) -> float | None:
-        """The stable version's accuracy on this job's test images: its stored report when it
-        was tested on the same split, else computed now; None when its classes differ."""
-        manifest = stable.manifest()
-        if list(manifest.labels) != list(result.class_names):
-            return None
-        if manifest.evaluation is not None and manifest.evaluation.split == split.id:
-            return manifest.evaluation.accuracy
-        report("log", {"message": f"testing stable version {stable.version} on the same images"})
-        evaluation = evaluate_onnx(
-            stable.model_file, manifest, split.id, parts["test"], dataset.path, result.class_names
-        )
-        return evaluation.accuracy if evaluation else None
-
     evaluation = exported.manifest.evaluation
     promotion = label_published(
         Repository(setup["repository"]),
@@ -146,7 +170,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
         params.promote,
         job.id,
         accuracy=evaluation.accuracy if evaluation else None,
-        stable_accuracy=stable_accuracy,
+        stable_accuracy=_stable_accuracy(datasets, dataset.id, split, result.class_names, report),
     )
     report("log", {"message": promotion.reason})
     return FineTuneResult(
@@ -161,6 +185,80 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
         evaluation=evaluation,
         labels=list(promotion.labels),
         promotion=promotion.reason,
+    )
+
+
+def _stable_accuracy(
+    datasets: DatasetStore,
+    dataset_id: str,
+    split: DatasetSplit,
+    class_names: list[str],
+    report: Callable[[str, dict[str, Any]], None],
+) -> Callable[[ModelVersion], float | None]:
+    """How ``if_better`` measures the stable version on a job's test images: its stored
+    report when it was tested on the same split, else computed now; None when its classes
+    differ."""
+
+    def stable_accuracy(stable: ModelVersion) -> float | None:
+        from zoo.jobs.evaluation import evaluate_onnx
+
+        manifest = stable.manifest()
+        if list(manifest.labels) != list(class_names):
+            return None
+        if manifest.evaluation is not None and manifest.evaluation.split == split.id:
+            return manifest.evaluation.accuracy
+        report("log", {"message": f"testing stable version {stable.version} on the same images"})
+        dataset = datasets.get(dataset_id)
+        test = datasets.split_files(dataset_id, split)["test"]
+        evaluation = evaluate_onnx(
+            stable.model_file, manifest, split.id, test, dataset.path, class_names
+        )
+        return evaluation.accuracy if evaluation else None
+
+    return stable_accuracy
+
+
+def run_search(job: Job, store: JobStore, setup: dict[str, Any]) -> SearchResult:
+    """A search whose trials have ended: its table, and the promote rule on the best trial."""
+    search = SearchJobSpec.from_dict(job.params)
+    rows = read_trials(store, job)
+    best = best_trial(rows)
+    if best is None or best.version is None:
+        states = ", ".join(f"trial {t.trial} {t.state}" for t in rows) or "no trials"
+        raise FailedPrecondition(f"no trial of the search succeeded ({states})")
+    if should_stop():
+        raise Cancelled("cancelled by request")
+    trial_result = store.get(best.job_id).finetune_result()
+    assert trial_result is not None  # it succeeded
+    params = search.trial_params(best.trial)
+    datasets = DatasetStore(Path(setup["data_dir"]) / "datasets")
+    split = datasets.split(
+        search.dataset_id, params.validation_split, params.test_split, params.split_seed
+    )
+
+    def report(kind: str, payload: dict[str, Any]) -> None:
+        store.add_event(job.id, EventType(kind), payload)
+
+    report("log", {"message": f"trial {best.trial} is the best: version {best.version}"})
+    promotion = label_published(
+        Repository(setup["repository"]),
+        search.output_model,
+        best.version,
+        search.promote,
+        job.id,
+        accuracy=best.test_accuracy,
+        stable_accuracy=_stable_accuracy(
+            datasets, search.dataset_id, split, trial_result.class_names, report
+        ),
+    )
+    report("log", {"message": promotion.reason})
+    return SearchResult(
+        rows,
+        best.trial,
+        search.output_model,
+        best.version,
+        list(promotion.labels),
+        promotion.reason,
     )
 
 
@@ -194,10 +292,14 @@ def main() -> int:
     store = JobStore(setup["database"])
     job = store.get(setup["job_id"])
     try:
-        run = run_finetune if job.kind is JobKind.FINETUNE else run_export
-        result = run(job, store, setup).to_dict()
+        if job.kind is JobKind.FINETUNE:
+            result = run_finetune(job, store, setup).to_dict()
+        elif job.kind is JobKind.SEARCH:
+            result = run_search(job, store, setup).to_dict()
+        else:
+            result = run_export(job, store, setup).to_dict()
     except Cancelled:
-        store.set_state(job.id, JobState.CANCELLED)
+        store.set_state(job.id, JobState.CANCELLED, error=_stopped_early)
         return 0
     except ZooError as e:
         store.set_state(job.id, JobState.FAILED, error=f"{type(e).__name__}: {e}")
