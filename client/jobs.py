@@ -53,6 +53,8 @@ class Job:
     attempts: int
     created_at: str
     finished_at: str
+    started_at: str = ""
+    worker: str = ""  # the worker that ran it last
     _client: Any = field(repr=False, compare=False, default=None)
 
     @property
@@ -202,6 +204,8 @@ def job_from(message: zpb.Job, client: Any) -> Job:
         attempts=message.attempts,
         created_at=message.created_at,
         finished_at=message.finished_at,
+        started_at=message.started_at,
+        worker=message.worker,
         _client=client,
     )
 

@@ -3,13 +3,16 @@ trials, and (further down) real searches through a server and its workers."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import postgres_job_store
+from conftest import TOKEN
+from helpers import DIGITS_BASE, DIGITS_FAST, postgres_job_store
 
+from client import ZooClient, errors
 from zoo.errors import InvalidArgument
 from zoo.jobs.records import EventType, FineTuneJobSpec, JobKind, JobState
 from zoo.jobs.search import (
@@ -72,42 +75,69 @@ def test_random_draws_are_seeded_and_inside_their_ranges() -> None:
         ({"space": {}}, "space must be a non-empty JSON object of parameter: values; received {}"),
         ({"space": [1]}, "space must be a non-empty JSON object"),
         ({"space": {"batch_size": [8]}}, "space keys must be among ['augment', 'dropout', "),
-        ({"space": {"learning_rate": 0.1}}, "space.learning_rate must be a list of values; "
-                                            "received 0.1"),  # fmt: skip
+        (
+            {"space": {"learning_rate": 0.1}},
+            "space.learning_rate must be a list of values; received 0.1",
+        ),
         ({"space": {"learning_rate": []}}, "space.learning_rate must be a non-empty list"),
-        ({"space": {"learning_rate": [0.1, -1]}},
-         "space.learning_rate[1]: learning_rate must be in (0, 10]; received -1.0"),
-        ({"space": {"learning_rate": [0.1, "fast"]}},
-         "space.learning_rate[1] must be a float; received 'fast'"),
+        (
+            {"space": {"learning_rate": [0.1, -1]}},
+            "space.learning_rate[1]: learning_rate must be in (0, 10]; received -1.0",
+        ),
+        (
+            {"space": {"learning_rate": [0.1, "fast"]}},
+            "space.learning_rate[1] must be a float; received 'fast'",
+        ),
         ({"space": {"epochs": [1.5]}}, "space.epochs[0] must be a int; received 1.5"),
         ({"space": {"augment": [1]}}, "space.augment[0] must be a boolean; received 1"),
         ({"space": {"dropout": [0.1, 0.1]}}, "space.dropout must be a list without repeated"),
-        ({"space": {"dropout": {"low": 0.1, "high": 0.2}}},
-         "space.dropout must be a list of values; received {'low': 0.1"),
-        ({"strategy": "random", "trials": 2, "space": {"dropout": {"low": 0.3, "high": 0.2}}},
-         "space.dropout must be a range with low < high"),
-        ({"strategy": "random", "trials": 2,
-          "space": {"learning_rate": {"low": 0.0, "high": 0.2, "log": True}}},
-         "space.learning_rate.low: learning_rate must be in (0, 10]; received 0.0"),
-        ({"strategy": "random", "trials": 2, "space": {"dropout": {"low": 0.1}}},
-         'space.dropout must be a range {"low": x, "high": y, "log": false}'),
-        ({"strategy": "random", "trials": 2, "space": {"augment": {"low": 0, "high": 1}}},
-         "space.augment must be a list of booleans"),
-        ({"strategy": "random", "space": {"dropout": [0.1]}},
-         "trials must be in 1..100 for a random search; received 0"),
+        (
+            {"space": {"dropout": {"low": 0.1, "high": 0.2}}},
+            "space.dropout must be a list of values; received {'low': 0.1",
+        ),
+        (
+            {"strategy": "random", "trials": 2, "space": {"dropout": {"low": 0.3, "high": 0.2}}},
+            "space.dropout must be a range with low < high",
+        ),
+        (
+            {
+                "strategy": "random",
+                "trials": 2,
+                "space": {"learning_rate": {"low": 0.0, "high": 0.2, "log": True}},
+            },
+            "space.learning_rate.low: learning_rate must be in (0, 10]; received 0.0",
+        ),
+        (
+            {"strategy": "random", "trials": 2, "space": {"dropout": {"low": 0.1}}},
+            'space.dropout must be a range {"low": x, "high": y, "log": false}',
+        ),
+        (
+            {"strategy": "random", "trials": 2, "space": {"augment": {"low": 0, "high": 1}}},
+            "space.augment must be a list of booleans",
+        ),
+        (
+            {"strategy": "random", "space": {"dropout": [0.1]}},
+            "trials must be in 1..100 for a random search; received 0",
+        ),
         ({"strategy": "bayes"}, "strategy must be one of ['grid', 'random']; received 'bayes'"),
         ({"trials": 3}, "trials must be 0 or the grid's size, 2; received 3"),
-        ({"space": {"epochs": list(range(1, 11)), "dropout": [i / 20 for i in range(11)]}},
-         "the grid's size must be at most 100 trials; received 110"),
-        ({"promote": "sometimes"}, "promote must be one of ['never', 'always', 'if_better']; "
-                                   "received 'sometimes'"),  # fmt: skip
+        (
+            {"space": {"epochs": list(range(1, 11)), "dropout": [i / 20 for i in range(11)]}},
+            "the grid's size must be at most 100 trials; received 110",
+        ),
+        (
+            {"promote": "sometimes"},
+            "promote must be one of ['never', 'always', 'if_better']; received 'sometimes'",
+        ),
         ({"early_stopping": "mean"}, "early_stopping must be one of ['median', 'none']"),
         ({"min_trials": -1}, "min_trials must be in 0..100 (0: 2); received -1"),
-        ({"params": {"promote": "always"}},
-         "params.promote must be unset: a search's promote applies to its best trial"),
+        (
+            {"params": {"promote": "always"}},
+            "params.promote must be unset: a search's promote applies to its best trial",
+        ),
         ({"params": {"epochs": 0}}, "epochs must be in 1..1000; received 0"),
     ],
-)  # fmt: skip
+)
 def test_bad_search_requests_say_which_field(request_fields: dict[str, Any], message: str) -> None:
     fields: dict[str, Any] = {"params": {}, "space": {"learning_rate": [0.1, 0.01]}}
     fields.update(request_fields)
@@ -182,7 +212,7 @@ def test_a_search_waits_for_its_trials_then_one_worker_takes_it(store: JobStore)
 
 def test_the_table_reads_the_trials_and_their_epochs(store: JobStore) -> None:
     parent, trials = _search(store, trials=2)
-    for t in trials:
+    for _ in trials:
         store.claim("w")
     for i, t in enumerate(trials):
         for epoch, accuracy in ((1, 0.5 + i / 10), (2, 0.6 + i / 10), (1, 0.55 + i / 10)):
@@ -211,3 +241,221 @@ def test_the_spec_round_trips_through_the_store_shape() -> None:
     assert again == spec and again.min_trials == 1 and len(again.trials) == 3
     assert all(again.trial_params(i).promote == "never" for i in range(3))
     assert all(math.isfinite(again.trial_params(i).dropout) for i in range(3))
+
+
+# -- through a real server and its workers -------------------------------------------------
+
+SEARCH_BASE = {**DIGITS_FAST, "epochs": 3, "fine_tune_epochs": 1}
+
+
+def _server(tmp_path: Path, workers: int) -> Any:
+    from serving import start_server
+
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    env = {"ZOO_DATA_DIR": str(tmp_path / "data"), "ZOO_WORKERS": str(workers),
+           "ZOO_JOB_STALE_AFTER_S": "30"}  # fmt: skip
+    return start_server(repository, tmp_path, "--token", TOKEN, env=env)
+
+
+def _trial_jobs(zoo: ZooClient, search: Any) -> list[Any]:
+    trials = [j for j in zoo.jobs(limit=1000) if j.params.get("search_id") == search.id]
+    return sorted(trials, key=lambda j: j.params["trial"])
+
+
+def _val_curve(job: Any) -> list[float]:
+    found = {}
+    for e in job.watch():
+        if e.type == "epoch" and "val_accuracy" in e.payload:
+            found[(e.payload["phase"], e.payload["epoch"])] = e.payload["val_accuracy"]
+    return [v for _, v in sorted(found.items())]
+
+
+def test_search_requests_through_the_server(tmp_path: Path, digits, zoo_cli) -> None:
+    import httpx
+
+    folder, _ = digits
+    server = _server(tmp_path, workers=0)  # nothing runs: the requests alone
+    try:
+        with ZooClient(server.address, token=TOKEN) as zoo:
+            dataset = zoo.upload_dataset(folder)
+            args = (DIGITS_BASE, dataset, "searched")
+            for space, options, message in [
+                ({"learning_rate": [0.1, -1]}, {},
+                 r"space\.learning_rate\[1\]: learning_rate must be in \(0, 10\]; received -1"),
+                ({"batch_size": [8]}, {}, r"space keys must be among \['augment'"),
+                ({"dropout": [0.1]}, {"strategy": "random"},
+                 "trials must be in 1..100 for a random search; received 0"),
+                ({"dropout": [0.1]}, {"trials": 2}, "trials must be 0 or the grid's size, 1"),
+                ({"dropout": [0.1]}, {"epochs": 0}, "epochs must be in 1..1000; received 0"),
+                ({"dropout": [0.1]}, {"promote": "maybe"}, "promote must be one of"),
+            ]:  # fmt: skip
+                with pytest.raises(errors.InvalidArgument, match=message):
+                    zoo.search(*args, space, **options)
+            with pytest.raises(errors.NotFound, match="unknown model 'VGG61'"):
+                zoo.search("VGG61", dataset, "searched", {"dropout": [0.1]})
+            assert zoo.jobs() == []  # a bad request creates nothing
+            with ZooClient(server.address) as anonymous, pytest.raises(errors.Unauthenticated):
+                anonymous.search(*args, {"dropout": [0.1]})
+
+            with httpx.Client(base_url=server.http_url, timeout=60) as http:
+                auth = {"authorization": f"Bearer {TOKEN}"}
+                body = {"base_model": DIGITS_BASE, "dataset_id": dataset.id,
+                        "output_model": "searched", "params": SEARCH_BASE}  # fmt: skip
+                bad = http.post("/v1/jobs/search", json={**body, "space": {"dropout": 0.1}},
+                                headers=auth)  # fmt: skip
+                assert bad.status_code == 400, bad.text
+                assert "space.dropout must be a list of values; received 0.1" in bad.text
+                assert http.post("/v1/jobs/search", json={**body, "space": {"dropout": [0.1]}}
+                                 ).status_code == 401  # fmt: skip
+                made = http.post(
+                    "/v1/jobs/search",
+                    json={**body, "space": {"learning_rate": {"low": 1e-3, "high": 1e-1,
+                                                              "log": True}},
+                          "strategy": "random", "trials": 3, "seed": 5},
+                    headers=auth,
+                )  # fmt: skip
+                assert made.status_code == 201, made.text
+                search = zoo.job(made.json()["id"])
+            assert (search.kind, search.state) == ("search", "QUEUED")
+            trials = _trial_jobs(zoo, search)
+            assert [t.params["trial"] for t in trials] == [0, 1, 2]
+            rates = [t.params["params"]["learning_rate"] for t in trials]
+            assert rates == [p["learning_rate"] for p in search.params["trials"]]
+            assert all(1e-3 <= r <= 1e-1 for r in rates) and len(set(rates)) == 3
+            assert all(t.params["params"]["epochs"] == 3 for t in trials)  # the base
+            assert all(t.params["params"]["promote"] == "never" for t in trials)
+            table = search.result["trials"]
+            assert [(r["trial"], r["state"], r["job_id"]) for r in table] == [
+                (t.params["trial"], "QUEUED", t.id) for t in trials
+            ]
+
+            space = tmp_path / "space.json"
+            space.write_text(json.dumps({"dropout": [0.0, 0.2], "augment": [False, True]}))
+            made = zoo_cli("search", "--base", DIGITS_BASE, "--dataset", dataset.id, "--output",
+                           "searched", "--space", str(space), "-p", "epochs=2",
+                           "--server", server.address, env={"ZOO_TOKEN": TOKEN})  # fmt: skip
+            assert made.returncode == 0, made.stderr
+            cli_id = made.stdout.split()[1]
+            assert made.stdout.strip().endswith("QUEUED: 4 trials")
+            shown = zoo_cli("jobs", "show", cli_id, "--server", server.address)
+            assert shown.returncode == 0, shown.stderr
+            assert "dropout=0.2, augment=True" in shown.stdout
+            assert shown.stdout.count("QUEUED") == 5  # the search and its 4 trials
+
+            # cancel cascades: queued trials end at once, and so does the search
+            cancelled = zoo.job(cli_id).cancel()
+            assert cancelled.state == "CANCELLED"
+            cli_trials = _trial_jobs(zoo, cancelled)
+            assert [t.state for t in cli_trials] == ["CANCELLED"] * 4
+            assert search.refresh().state == "QUEUED"  # the other search is untouched
+    finally:
+        server.stop()
+
+
+def test_a_search_runs_trials_on_two_workers_and_promotes_the_best(
+    tmp_path: Path, digits, zoo_cli
+) -> None:
+    folder, held_out = digits
+    server = _server(tmp_path, workers=2)
+    try:
+        with ZooClient(server.address, token=TOKEN) as zoo:
+            dataset = zoo.upload_dataset(folder)
+            space = {"learning_rate": [1e-2, 1e-7], "dropout": [0.0, 0.3]}
+            search = zoo.search(DIGITS_BASE, dataset, "searched", space, promote="always",
+                                early_stopping="none", **SEARCH_BASE)  # fmt: skip
+            final = search.wait()
+            assert final.state == "SUCCEEDED", final.error
+            result = final.result
+            trials = _trial_jobs(zoo, final)
+            assert [t.state for t in trials] == ["SUCCEEDED"] * 4, [t.error for t in trials]
+            # each trial ran on one of two workers, some at the same time as another
+            assert len({t.worker for t in trials}) == 2
+            assert any(
+                a.started_at < b.finished_at and b.started_at < a.finished_at
+                for a in trials for b in trials if a.id < b.id
+            )  # fmt: skip
+            # the table is its trials'
+            assert [r["params"] for r in result["trials"]] == [
+                {"learning_rate": 1e-2, "dropout": 0.0}, {"learning_rate": 1e-2, "dropout": 0.3},
+                {"learning_rate": 1e-7, "dropout": 0.0}, {"learning_rate": 1e-7, "dropout": 0.3},
+            ]  # fmt: skip
+            for row, trial in zip(result["trials"], trials, strict=True):
+                assert row["job_id"] == trial.id and row["state"] == trial.state
+                assert row["version"] == trial.result["version"]
+                assert row["final_val_accuracy"] == trial.result["val_accuracy"]
+                assert row["test_accuracy"] == trial.result["evaluation"]["accuracy"]
+                assert row["val_accuracy"] == _val_curve(trial)
+                assert len(row["val_accuracy"]) == 4  # 3 epochs of phase 1, 1 of phase 2
+                assert row["best_val_accuracy"] == max(row["val_accuracy"])
+                assert trial.params["params"]["learning_rate"] == row["params"]["learning_rate"]
+                assert trial.params["params"]["dropout"] == row["params"]["dropout"]
+            # the best by validation accuracy, and only it, is promoted
+            best = max(result["trials"], key=lambda r: (r["final_val_accuracy"],
+                                                        r["test_accuracy"], -r["trial"]))  # fmt: skip
+            print("trials:", [(r["params"], r["final_val_accuracy"], r["test_accuracy"],
+                               r["duration_s"]) for r in result["trials"]])  # fmt: skip
+            assert result["best_trial"] == best["trial"]
+            assert best["params"]["learning_rate"] == 1e-2  # 1e-7 learns nothing in 3 epochs
+            assert (result["model"], result["version"]) == ("searched", best["version"])
+            assert result["labels"] == ["candidate", "stable"]
+            assert result["promotion"] == f"promote is always: version {best['version']} is stable"
+            labels = zoo.labels("searched")
+            assert labels.labels == {"candidate": best["version"], "stable": best["version"]}
+            assert sorted(zoo.model("searched").versions) == [1, 2, 3, 4]
+            answer = zoo.classify(held_out[0][0], "searched", top_k=1)
+            assert not isinstance(answer, list) and answer.version == best["version"]
+
+            shown = zoo_cli("jobs", "show", final.id, "--server", server.address)
+            assert shown.returncode == 0, shown.stderr
+            assert f"best: trial {best['trial']}" in shown.stdout
+            assert shown.stdout.count("SUCCEEDED") == 5
+    finally:
+        server.stop()
+
+
+def test_the_median_rule_stops_a_bad_trial_and_cancel_cascades(tmp_path: Path, digits) -> None:
+    folder, _ = digits
+    server = _server(tmp_path, workers=1)  # trials one after another: the order is known
+    try:
+        with ZooClient(server.address, token=TOKEN) as zoo:
+            dataset = zoo.upload_dataset(folder)
+            # trial 0 (1e-2) has no other trial to compare with; trial 1 (1e-7) is compared
+            # with trial 0 after its first epoch
+            space = {"learning_rate": [1e-2, 1e-7]}
+            search = zoo.search(DIGITS_BASE, dataset, "stopped", space, min_trials=1,
+                                **SEARCH_BASE)  # fmt: skip
+            final = search.wait()
+            assert final.state == "SUCCEEDED", final.error
+            good, bad = _trial_jobs(zoo, final)
+            assert good.state == "SUCCEEDED", good.error
+            assert bad.state == "CANCELLED"
+            assert bad.error.startswith(
+                "stopped early by the median rule: validation accuracy "
+            ) and bad.error.endswith("at phase 1 epoch 1 is below " f"{_val_curve(good)[0]:.4f}, "
+                                     "the median of 1 other trials there")  # fmt: skip
+            assert bad.result is None and "phase 2" not in " ".join(
+                e.payload.get("message", "") for e in bad.watch()
+            )
+            rows = final.result["trials"]
+            assert rows[1]["state"] == "CANCELLED" and rows[1]["note"] == bad.error
+            assert rows[1]["version"] is None
+            assert final.result["best_trial"] == 0 and final.result["version"] == 1
+            assert final.result["labels"] == ["candidate"]  # promote never
+
+            # cancelling a search cancels its running trial and its queued ones
+            slow = {**SEARCH_BASE, "epochs": 1000, "patience": 1000, "fine_tune_epochs": 0}
+            search = zoo.search(DIGITS_BASE, dataset, "stopped", {"dropout": [0.0, 0.1, 0.2]},
+                                **slow)  # fmt: skip
+            first = _trial_jobs(zoo, search)[0]
+            for event in first.watch():
+                if event.type == "epoch":
+                    break
+            assert search.refresh().state == "RUNNING"
+            assert search.cancel().state == "CANCELLED"
+            trials = [t.wait() for t in _trial_jobs(zoo, search)]
+            assert [t.state for t in trials] == ["CANCELLED"] * 3
+            assert [t.attempts for t in trials] == [1, 0, 0]
+            assert search.refresh().worker == ""  # never claimed: it had nothing left to do
+    finally:
+        server.stop()

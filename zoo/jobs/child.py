@@ -299,6 +299,9 @@ def main() -> int:
         else:
             result = run_export(job, store, setup).to_dict()
     except Cancelled:
+        if _stopped_early is not None and store.get(job.id).state is JobState.RUNNING:
+            # the search cancels its trial, through the same states as a user's cancel
+            store.set_state(job.id, JobState.CANCELLING)
         store.set_state(job.id, JobState.CANCELLED, error=_stopped_early)
         return 0
     except ZooError as e:
