@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from zoo.jobs.search import (
     STOPPED_EARLY,
     Range,
     SearchJobSpec,
+    Trial,
     best_trial,
     expand,
     median_rule,
@@ -86,10 +88,10 @@ def test_random_draws_are_seeded_and_inside_their_ranges() -> None:
         ),
         (
             {"space": {"learning_rate": [0.1, "fast"]}},
-            "space.learning_rate[1] must be a float; received 'fast'",
+            "space.learning_rate[1] must be a number; received 'fast'",
         ),
-        ({"space": {"epochs": [1.5]}}, "space.epochs[0] must be a int; received 1.5"),
-        ({"space": {"augment": [1]}}, "space.augment[0] must be a boolean; received 1"),
+        ({"space": {"epochs": [1.5]}}, "space.epochs[0] must be a whole number; received 1.5"),
+        ({"space": {"augment": [1]}}, "space.augment[0] must be true or false; received 1"),
         ({"space": {"dropout": [0.1, 0.1]}}, "space.dropout must be a list without repeated"),
         (
             {"space": {"dropout": {"low": 0.1, "high": 0.2}}},
@@ -208,6 +210,12 @@ def test_a_search_waits_for_its_trials_then_one_worker_takes_it(store: JobStore)
     assert store.claim("w5") is None  # taken once
     messages = [e.payload.get("message", "") for e in store.events(parent.id)]
     assert not [m for m in messages if "stopped; resuming" in m]
+    store.set_state(other.id, JobState.SUCCEEDED, result={})
+    time.sleep(0.2)  # w4 stops beating: the search is taken again, as any job
+    again = store.claim("w5", stale_after_s=0.1)
+    assert again is not None and (again.id, again.attempts) == (parent.id, 2)
+    messages = [e.payload.get("message", "") for e in store.events(parent.id)]
+    assert "worker w4 stopped; resuming on w5" in messages
 
 
 def test_the_table_reads_the_trials_and_their_epochs(store: JobStore) -> None:
@@ -408,6 +416,7 @@ def test_a_search_runs_trials_on_two_workers_and_promotes_the_best(
 
             shown = zoo_cli("jobs", "show", final.id, "--server", server.address)
             assert shown.returncode == 0, shown.stderr
+            print(shown.stdout)
             assert f"best: trial {best['trial']}" in shown.stdout
             assert shown.stdout.count("SUCCEEDED") == 5
     finally:
@@ -459,3 +468,21 @@ def test_the_median_rule_stops_a_bad_trial_and_cancel_cascades(tmp_path: Path, d
             assert search.refresh().worker == ""  # never claimed: it had nothing left to do
     finally:
         server.stop()
+
+
+def test_the_best_trial_is_the_best_validated_one_that_succeeded() -> None:
+    def row(i: int, state: str, final: float | None, test: float | None) -> Trial:
+        return Trial(i, f"j{i}", {}, state, [], None, final, test, i + 1, 1.0)
+
+    rows = [
+        row(0, "SUCCEEDED", 0.8, 0.99),  # the best test accuracy does not choose
+        row(1, "SUCCEEDED", 0.9, 0.7),
+        row(2, "SUCCEEDED", 0.9, 0.8),  # a tie on validation: the better test accuracy
+        row(3, "SUCCEEDED", 0.9, 0.8),  # a full tie: the earlier trial
+        row(4, "CANCELLED", None, None),
+        row(5, "FAILED", None, None),
+    ]
+    best = best_trial(rows)
+    assert best is not None and best.trial == 2
+    assert best_trial(rows[3:]) is rows[3]
+    assert best_trial(rows[4:]) is None

@@ -88,7 +88,8 @@ def _check_value(base: dict[str, Any], key: str, value: object, where: str) -> A
     else:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok:
-        raise _invalid(where, f"a {'boolean' if kind is bool else kind.__name__}", value)
+        names = {bool: "true or false", int: "a whole number", float: "a number"}
+        raise _invalid(where, names[kind], value)
     value = kind(value)
     try:
         FineTuneParams.from_dict({**base, key: value})
