@@ -268,12 +268,12 @@ def print_trials(result: dict[str, Any]) -> None:
             figure(t["final_val_accuracy"]),
             figure(t["test_accuracy"]),
             "-" if t["version"] is None else str(t["version"]),
-            figure(t["duration_s"]),
+            "-" if t["duration_s"] is None else f"{t['duration_s']:.1f}",
             t["note"] or "",
         )  # fmt: skip
     out.print(table)
     if best is not None:
-        out.print(f"best: trial {best} (* ; by {result.get('selected_by', '')})", markup=False)
+        out.print(f"best: trial {best} (*), by {result.get('selected_by', '')}", markup=False)
     if result.get("promotion"):
         out.print(f"{result.get('model')} version {result.get('version')}: "
                   f"{result['promotion']}", markup=False)  # fmt: skip
