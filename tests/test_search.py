@@ -3,6 +3,7 @@ trials, and (further down) real searches through a server and its workers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -13,7 +14,7 @@ import pytest
 from conftest import TOKEN
 from helpers import DIGITS_BASE, DIGITS_FAST, postgres_job_store
 
-from client import ZooClient, errors
+from client import AsyncZooClient, ZooClient, errors
 from zoo.errors import InvalidArgument
 from zoo.jobs.records import EventType, FineTuneJobSpec, JobKind, JobState
 from zoo.jobs.search import (
@@ -357,6 +358,18 @@ def test_search_requests_through_the_server(tmp_path: Path, digits, zoo_cli) -> 
             cli_trials = _trial_jobs(zoo, cancelled)
             assert [t.state for t in cli_trials] == ["CANCELLED"] * 4
             assert search.refresh().state == "QUEUED"  # the other search is untouched
+
+            async def through_asyncio() -> Any:
+                async with AsyncZooClient(server.address, token=TOKEN) as azoo:
+                    made = await azoo.search(
+                        DIGITS_BASE, dataset.id, "searched", {"unfreeze": [1, 2]}, epochs=2
+                    )
+                    return await azoo.cancel_job(made.id)
+
+            cancelled = asyncio.run(through_asyncio())
+            assert (cancelled.kind, cancelled.state) == ("search", "CANCELLED")
+            unfreeze = [t.params["params"]["unfreeze"] for t in _trial_jobs(zoo, cancelled)]
+            assert unfreeze == [1, 2]
     finally:
         server.stop()
 
