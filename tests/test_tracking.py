@@ -116,7 +116,9 @@ def test_without_mlflow_installed_a_uri_is_one_log_line(
         "extra); not logging to MLflow"
     ]
     said.clear()
-    assert not isinstance(open_tracker("", "keras-zoo", "job-1", {}, {}, said.append), MlflowTracker)
+    assert not isinstance(
+        open_tracker("", "keras-zoo", "job-1", {}, {}, said.append), MlflowTracker
+    )
     assert said == []  # no URI: nothing to say
 
 
