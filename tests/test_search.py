@@ -499,3 +499,48 @@ def test_the_best_trial_is_the_best_validated_one_that_succeeded() -> None:
     assert best is not None and best.trial == 2
     assert best_trial(rows[3:]) is rows[3]
     assert best_trial(rows[4:]) is None
+
+
+def test_a_killed_workers_trial_resumes_and_the_search_ends(tmp_path: Path, digits) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    folder, _ = digits
+    server = _server(tmp_path, workers=0)  # the workers are processes of their own
+    data = tmp_path / "data"
+    zoo_exe = str(Path(sys.executable).with_name("zoo"))
+    worker_cmd = [zoo_exe, "worker", "--db", str(data / "jobs.db"), "--data-dir", str(data),
+                  "-r", str(tmp_path / "repo"), "--stale-after", "2"]  # fmt: skip
+    try:
+        with ZooClient(server.address, token=TOKEN) as zoo:
+            dataset = zoo.upload_dataset(folder)
+            params = {**SEARCH_BASE, "epochs": 60, "patience": 60, "fine_tune_epochs": 0}
+            search = zoo.search(DIGITS_BASE, dataset, "resumed", {"dropout": [0.1]},
+                                early_stopping="none", **params)  # fmt: skip
+            (trial,) = _trial_jobs(zoo, search)
+            first = subprocess.Popen(worker_cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+            seen = 0
+            for event in trial.watch():
+                seen += event.type == "epoch"
+                if seen == 10:
+                    break
+            os.killpg(first.pid, signal.SIGKILL)  # the worker and its trial's process, at once
+            first.wait()
+            second = subprocess.Popen(worker_cmd, start_new_session=True, stderr=subprocess.DEVNULL)
+            try:
+                final = search.wait()
+            finally:
+                os.killpg(second.pid, signal.SIGTERM)
+                second.wait(30)
+            assert final.state == "SUCCEEDED", final.error
+            trial.refresh()
+            assert (trial.state, trial.attempts) == ("SUCCEEDED", 2)
+            messages = [e.payload.get("message", "") for e in trial.watch()]
+            assert any("resuming on" in m for m in messages)
+            (row,) = final.result["trials"]
+            # one entry per epoch across both attempts (an epoch reported twice counts once)
+            assert len(row["val_accuracy"]) == 60 and row["version"] == trial.result["version"]
+    finally:
+        server.stop()
