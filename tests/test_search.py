@@ -217,6 +217,8 @@ def test_a_search_waits_for_its_trials_then_one_worker_takes_it(store: JobStore)
     assert again is not None and (again.id, again.attempts) == (parent.id, 2)
     messages = [e.payload.get("message", "") for e in store.events(parent.id)]
     assert "worker w4 stopped; resuming on w5" in messages
+    store.set_state(parent.id, JobState.QUEUED)  # w5 shuts down and hands it back
+    assert store.claim("w6").id == parent.id
 
 
 def test_the_table_reads_the_trials_and_their_epochs(store: JobStore) -> None:

@@ -148,9 +148,9 @@ class JobManager:
         request creates nothing."""
         # The base and the output are checked as one fine-tune job's would be.
         base = self._finetune_spec(base_model, dataset_id, output_model, params, allow_other_source)
-        base_params = {
-            k: v for k, v in base.params.to_dict().items() if k in params or k != "promote"
-        }
+        base_params = base.params.to_dict()
+        if "promote" not in params:  # the search's promote applies; search_spec refuses one here
+            del base_params["promote"]
         search = search_spec(
             base.base_model, base.dataset_id, base.output_model, base_params, space, strategy,
             trials, promote, seed, early_stopping, min_trials,

@@ -382,12 +382,10 @@ class JobStore:
             _search_id(trial) == JobRow.id,
             trial.state.not_in([s.value for s in JobState if s.terminal]),
         )
-        settled = (
-            search
-            & JobRow.state.in_([JobState.QUEUED.value, JobState.RUNNING.value])
-            & JobRow.worker.is_(None)
-            & trials_ended
+        waiting = (JobRow.state == JobState.QUEUED.value) | (  # queued, or handed back
+            (JobRow.state == JobState.RUNNING.value) & JobRow.worker.is_(None)
         )
+        settled = search & waiting & trials_ended
         query = (
             select(JobRow)
             .where(queued | orphaned | settled)
