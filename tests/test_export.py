@@ -385,7 +385,9 @@ def test_a_top1_flip_is_accepted_only_within_the_tolerance() -> None:
     judged = compare_with_exact(keras32, exact, onnx)
     assert (judged.tolerance, judged.top1_ties, judged.passed) == (4.0, 1, True)
     far = np.array([[10_000.0, 9_990.0, 0.0], [0.0, 5_000.0, 2_000.0]])  # gap 10
-    judged = compare_with_exact(far + (keras32 - exact), far, far + np.array([[-6, 6, 0], [0, 0, 0]]))
+    judged = compare_with_exact(
+        far + (keras32 - exact), far, far + np.array([[-6, 6, 0], [0, 0, 0]])
+    )
     assert not judged.passed  # the logits are 6 off, over 4, and the flip is no tie
 
 
