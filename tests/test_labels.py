@@ -527,6 +527,14 @@ def test_promote_loads_the_new_stable_before_answering(tmp_path: Path) -> None:
         assert "label 'stable' points at version 1" in error.value.message()
         answer = httpx.get(f"{url}/v2/models/twin", timeout=30)
         assert answer.status_code == 404 and "points at version 1" in answer.json()["error"]
+        # the console's model page still gets the model, its versions and the reason
+        answer = httpx.get(f"{url}/v1/models/twin", timeout=30)
+        assert answer.status_code == 200, answer.text
+        shown = answer.json()
+        assert shown["versions"] == [2, 3]
+        assert shown["evaluation"] is None and "points at version 1" in shown["error"]
+        answer = httpx.get(f"{url}/v1/models/twin?version=1", timeout=30)
+        assert answer.status_code == 404  # a version asked for by number is still not there
         np.testing.assert_allclose(  # numbers still work
             grpc_logits(server.address, "2"),
             onnxruntime_logits(files[1], pixels()),

@@ -126,6 +126,10 @@ export function render(main, only, version) {
     const key = `${answer.evaluated_version}:${answer.evaluation ? answer.evaluation.split : ""}`;
     if (key === shownReport) return;
     shownReport = key;
+    if (answer.error) { // no default version to report on (a label at a deleted version)
+      clear(reportBox).append(h("p", { class: "error", id: "report" }, answer.error));
+      return;
+    }
     const which = `v${answer.evaluated_version}${version ? "" : " (served by default)"}`;
     clear(reportBox).append(answer.evaluation
       ? evaluationReport(answer.evaluation, `Test report of ${which}`)
