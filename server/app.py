@@ -174,6 +174,7 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     plane = plane or DataPlane(config)
     metrics = Metrics()
     metrics.watch_models(plane.stats.all, plane.runtime.loaded)
+    metrics.watch_labels(plane.label_changes)
     limit = config.max_message_bytes
     server = grpc.aio.server(
         options=[
