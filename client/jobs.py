@@ -162,8 +162,8 @@ def search_request(
     params: dict[str, Any],
 ) -> zpb.CreateSearchJobRequest:
     """``space``: parameter -> list of values or {"low", "high", "log"}; ``options``: the
-    search's strategy, trials, promote, seed, early_stopping, min_trials and
-    allow_other_source; ``params``: the FineTuneParams base of every trial."""
+    search's strategy, trials, promote, seed, early_stopping, min_trials, allow_other_source
+    and parallel; ``params``: the FineTuneParams base of every trial."""
     base_request = finetune_request(base, dataset, output_model, params)
     return zpb.CreateSearchJobRequest(
         base_model=base_request.base_model,

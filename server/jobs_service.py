@@ -203,6 +203,7 @@ class JobsService(zpb_grpc.JobsServicer):
                 request.early_stopping,
                 request.min_trials,
                 request.allow_other_source,
+                request.parallel,
             ),
         )
         return convert.job(job)

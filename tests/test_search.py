@@ -28,6 +28,7 @@ from zoo.jobs.search import (
     parse_space,
     read_trials,
     search_spec,
+    tpe_wave,
 )
 from zoo.jobs.store import JobStore
 from zoo.jobs.training import FineTuneParams
@@ -122,7 +123,15 @@ def test_random_draws_are_seeded_and_inside_their_ranges() -> None:
             {"strategy": "random", "space": {"dropout": [0.1]}},
             "trials must be in 1..100 for a random search; received 0",
         ),
-        ({"strategy": "bayes"}, "strategy must be one of ['grid', 'random']; received 'bayes'"),
+        (
+            {"strategy": "bayes"},
+            "strategy must be one of ['grid', 'random', 'tpe']; received 'bayes'",
+        ),
+        (
+            {"strategy": "tpe", "space": {"dropout": [0.1]}},
+            "trials must be in 1..100 for a tpe search; received 0",
+        ),
+        ({"strategy": "tpe", "trials": 3, "parallel": -1}, "parallel must be in 0..100 (0: 2)"),
         ({"trials": 3}, "trials must be 0 or the grid's size, 2; received 3"),
         (
             {"space": {"epochs": list(range(1, 11)), "dropout": [i / 20 for i in range(11)]}},
@@ -147,6 +156,39 @@ def test_bad_search_requests_say_which_field(request_fields: dict[str, Any], mes
     with pytest.raises(InvalidArgument) as raised:
         search_spec("VGG16", "d", "out", **fields)
     assert message in str(raised.value)
+
+
+def test_tpe_proposes_seeded_waves_that_follow_the_history() -> None:
+    space = parse_space(
+        {"learning_rate": {"low": 1e-5, "high": 1e-1, "log": True}, "epochs": {"low": 1,
+         "high": 4}, "augment": [True, False]},
+        "tpe", BASE,
+    )  # fmt: skip
+    first = tpe_wave(space, [], 2, seed=3, startup=2)
+    assert first == tpe_wave(space, [], 2, seed=3, startup=2) and len(first) == 2
+    assert first != tpe_wave(space, [], 2, seed=4, startup=2)
+    history: list[tuple[dict[str, Any], float | None]] = [
+        ({"learning_rate": 1e-2, "epochs": 2, "augment": False}, 0.9),
+        ({"learning_rate": 1e-5, "epochs": 1, "augment": True}, None),  # failed: no value
+    ]
+    wave = tpe_wave(space, history, 8, seed=3, startup=2)
+    assert wave == tpe_wave(space, history, 8, seed=3, startup=2)
+    for point in wave:
+        assert 1e-5 <= point["learning_rate"] <= 1e-1 and point["epochs"] in (1, 2, 3, 4)
+        assert isinstance(point["epochs"], int) and isinstance(point["augment"], bool)
+    # high rates did well, low ones badly: TPE's first proposal is a high rate for (nearly)
+    # every seed, where a random draw is above 1e-3 half the time
+    rates = parse_space({"learning_rate": {"low": 1e-5, "high": 1e-1, "log": True}}, "tpe", BASE)
+    scored = [1e-1, 5e-2, 2e-2, 1e-2, 1e-5, 3e-5, 1e-4, 2e-4, 5e-4]
+    scores = [0.95, 0.9, 0.92, 0.9, 0.2, 0.25, 0.3, 0.3, 0.4]
+    past: list[tuple[dict[str, Any], float | None]] = [
+        ({"learning_rate": r}, v) for r, v in zip(scored, scores, strict=True)
+    ]
+    proposals = [tpe_wave(rates, past, 1, seed=s, startup=2)[0]["learning_rate"] for s in range(20)]
+    assert sum(r > 1e-3 for r in proposals) >= 18
+    spec = search_spec("VGG16", "d", "out", {}, {"dropout": {"low": 0.0, "high": 0.5}},
+                       strategy="tpe", trials=5, parallel=2)  # fmt: skip
+    assert (len(spec.trials), spec.planned, spec.parallel) == (2, 5, 2)
 
 
 def test_the_median_rule() -> None:
@@ -544,5 +586,45 @@ def test_a_killed_workers_trial_resumes_and_the_search_ends(tmp_path: Path, digi
             (row,) = final.result["trials"]
             # one entry per epoch across both attempts (an epoch reported twice counts once)
             assert len(row["val_accuracy"]) == 60 and row["version"] == trial.result["version"]
+    finally:
+        server.stop()
+
+
+def test_a_tpe_search_runs_in_waves_on_two_workers(tmp_path: Path, digits) -> None:
+    from datetime import datetime
+
+    folder, _ = digits
+    server = _server(tmp_path, workers=2)
+    try:
+        with ZooClient(server.address, token=TOKEN) as zoo:
+            dataset = zoo.upload_dataset(folder)
+            space = {"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}}
+            search = zoo.search(DIGITS_BASE, dataset, "tuned", space, strategy="tpe", trials=3,
+                                parallel=2, seed=1, early_stopping="none", promote="if_better",
+                                **SEARCH_BASE)  # fmt: skip
+            assert len(search.params["trials"]) == 2  # the first wave
+            final = search.wait()
+            assert final.state == "SUCCEEDED", final.error
+            trials = _trial_jobs(zoo, final)
+            assert [t.state for t in trials] == ["SUCCEEDED"] * 3, [t.error for t in trials]
+            # the second wave was proposed once the first had ended
+            first_wave_end = max(datetime.fromisoformat(t.finished_at) for t in trials[:2])
+            assert datetime.fromisoformat(trials[2].created_at) > first_wave_end
+            assert len({t.worker for t in trials[:2]}) == 2  # the first wave ran side by side
+            proposed = final.params["trials"]
+            assert [r["params"] for r in final.result["trials"]] == proposed
+            assert [t.params["params"]["learning_rate"] for t in trials] == [
+                p["learning_rate"] for p in proposed
+            ]
+            assert all(1e-7 <= p["learning_rate"] <= 1e-2 for p in proposed)
+            best = max(final.result["trials"], key=lambda r: (r["final_val_accuracy"],
+                                                              r["test_accuracy"], -r["trial"]))  # fmt: skip
+            assert final.result["best_trial"] == best["trial"]
+            assert final.result["labels"] == ["candidate", "stable"]  # no stable before
+            assert zoo.labels("tuned").labels["stable"] == best["version"]
+            messages = [e.payload.get("message", "") for e in final.watch()]
+            assert "1 more trials queued; " in " ".join(messages)
+            print("tpe trials:", [(p["learning_rate"], r["final_val_accuracy"])
+                                  for p, r in zip(proposed, final.result["trials"], strict=True)])  # fmt: skip
     finally:
         server.stop()

@@ -194,7 +194,8 @@ def search(
         "--space",
         help='JSON file: parameter -> list of values, or {"low", "high", "log"} (random).',
     ),
-    strategy: str = typer.Option("grid", "--strategy", help="grid or random."),
+    strategy: str = typer.Option("grid", "--strategy", help="grid, random or tpe (optuna)."),
+    parallel: int = typer.Option(0, "--parallel", help="tpe: trials per wave (0: 2)."),
     trials: int = typer.Option(0, "--trials", help="Random draws (grid: 0 or the grid's size)."),
     promote: str = typer.Option(
         "never", "--promote", help="never, always or if_better, for the best trial only."
@@ -235,7 +236,7 @@ def search(
         job = remote.search(
             base, dataset, output, grid, strategy=strategy, trials=trials, promote=promote,
             seed=seed, early_stopping=early_stopping, min_trials=min_trials,
-            allow_other_source=allow_other_source, **params,
+            allow_other_source=allow_other_source, parallel=parallel, **params,
         )  # fmt: skip
         out.print(f"job {job.id} {job.state}: {len(job.params.get('trials', []))} trials")
         if wait:

@@ -41,6 +41,7 @@ SEARCH_FIELDS: dict[str, tuple[type, Any]] = {
     "early_stopping": (str, ""),
     "min_trials": (int, 0),
     "allow_other_source": (bool, False),
+    "parallel": (int, 0),
 }
 
 

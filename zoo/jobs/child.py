@@ -8,6 +8,7 @@ own child process and publishes nothing; the job then ends CANCELLED.
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import json
 import signal
@@ -37,6 +38,8 @@ from zoo.jobs.search import (
     epoch_accuracies,
     median_rule,
     read_trials,
+    tpe_history,
+    tpe_wave,
 )
 from zoo.jobs.splits import DatasetSplit
 from zoo.jobs.store import JobStore
@@ -254,10 +257,24 @@ def _stable_accuracy(
     return stable_accuracy
 
 
-def run_search(job: Job, store: JobStore, setup: dict[str, Any]) -> SearchResult:
-    """A search whose trials have ended: its table, and the promote rule on the best trial."""
+def run_search(job: Job, store: JobStore, setup: dict[str, Any]) -> SearchResult | None:
+    """A search whose trials have ended: its table, and the promote rule on the best trial;
+    or, for tpe with trials still to come, the next wave queued (None: not ended)."""
     search = SearchJobSpec.from_dict(job.params)
     rows = read_trials(store, job)
+    if search.strategy == "tpe" and len(search.trials) < search.planned:
+        count = min(search.parallel, search.planned - len(search.trials))
+        wave = tpe_wave(search.dimensions(), tpe_history(rows), count, search.seed, search.parallel)
+        grown = dataclasses.replace(search, trials=[*search.trials, *wave])
+        specs = [
+            FineTuneJobSpec(
+                search.base_model, search.dataset_id, search.output_model,
+                grown.trial_params(i), job.id, i,
+            ).to_dict()
+            for i in range(len(search.trials), len(grown.trials))
+        ]  # fmt: skip
+        store.extend_search(job.id, str(job.worker), grown.to_dict(), specs)
+        return None
     best = best_trial(rows)
     if best is None or best.version is None:
         states = ", ".join(f"trial {t.trial} {t.state}" for t in rows) or "no trials"
@@ -331,7 +348,10 @@ def main() -> int:
         if job.kind is JobKind.FINETUNE:
             result = run_finetune(job, store, setup).to_dict()
         elif job.kind is JobKind.SEARCH:
-            result = run_search(job, store, setup).to_dict()
+            ended = run_search(job, store, setup)
+            if ended is None:  # a tpe wave queued: the search goes on
+                return 0
+            result = ended.to_dict()
         else:
             result = run_export(job, store, setup).to_dict()
     except Cancelled:

@@ -143,6 +143,7 @@ class JobManager:
         early_stopping: str = "",
         min_trials: int = 0,
         allow_other_source: bool = False,
+        parallel: int = 0,
     ) -> Job:
         """A search job and its trials, every one checked first (``zoo.jobs.search``): a bad
         request creates nothing."""
@@ -153,7 +154,7 @@ class JobManager:
             del base_params["promote"]
         search = search_spec(
             base.base_model, base.dataset_id, base.output_model, base_params, space, strategy,
-            trials, promote, seed, early_stopping, min_trials,
+            trials, promote, seed, early_stopping, min_trials, parallel,
         )  # fmt: skip
 
         def trial_specs(parent_id: str) -> list[dict[str, Any]]:

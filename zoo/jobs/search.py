@@ -11,6 +11,10 @@ workers run trials in parallel, and a killed worker's trial resumes as any job d
 - ``random``: ``trials`` draws, seeded by ``seed``: a list is a uniform choice, a range
   ``{"low", "high", "log"}`` a uniform (or log-uniform) number; whole-number parameters
   (epochs) draw whole numbers.
+- ``tpe``: Optuna's TPE (optional: the ``tune`` extra), in waves of ``parallel`` trials.
+  Only the first wave exists at creation; once a wave has ended the search is claimed as
+  below, ``tpe_wave`` proposes the next from every trial's validation accuracy, and
+  ``JobStore.extend_search`` queues it and lets the search go in one transaction.
 
 The parent holds no worker while its trials run; it becomes RUNNING when its first trial
 starts, and once every trial has ended a worker claims it (``JobStore.claim``), builds the
@@ -32,17 +36,18 @@ import itertools
 import math
 import random
 import statistics
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.errors import InvalidArgument
+from zoo.errors import FailedPrecondition, InvalidArgument
 from zoo.jobs.promotion import validate_promote
 from zoo.jobs.records import EventType, FineTuneJobSpec, Job, JobState
 from zoo.jobs.store import JobStore
 from zoo.jobs.training import FineTuneParams
 
-STRATEGIES = ("grid", "random")
+STRATEGIES = ("grid", "random", "tpe")
 EARLY_STOPPING = ("median", "none")
 MAX_TRIALS = 100
 STOPPED_EARLY = "stopped early"
@@ -115,7 +120,7 @@ def parse_space(space: object, strategy: str, base: dict[str, Any]) -> dict[str,
             if len(set(values)) != len(values):
                 raise _invalid(where, "a list without repeated values", spec)
             parsed[key] = values
-        elif isinstance(spec, dict) and strategy == "random":
+        elif isinstance(spec, dict) and strategy != "grid":
             if SEARCHABLE[key] is bool:
                 raise _invalid(where, "a list of booleans", spec)
             unknown = sorted(set(spec) - {"low", "high", "log"})
@@ -132,7 +137,7 @@ def parse_space(space: object, strategy: str, base: dict[str, Any]) -> dict[str,
                 raise _invalid(f"{where}.low", "above 0 for a log range", low)
             parsed[key] = Range(float(low), float(high), log)
         else:
-            expected = "a list of values" + (" or a range" if strategy == "random" else "")
+            expected = "a list of values" + (" or a range" if strategy != "grid" else "")
             raise _invalid(where, expected, spec)
     return parsed
 
@@ -157,9 +162,10 @@ def _draw(rng: random.Random, key: str, dimension: Dimension) -> Any:
 
 
 def expand(
-    space: dict[str, Dimension], strategy: str, trials: int, seed: int
+    space: dict[str, Dimension], strategy: str, trials: int, seed: int, parallel: int = 2
 ) -> list[dict[str, Any]]:
-    """Each trial's parameters from the space: the whole grid, or ``trials`` random draws."""
+    """Each trial's parameters from the space: the whole grid, ``trials`` random draws, or
+    TPE's first wave of ``parallel`` (the rest follow as waves end: ``tpe_wave``)."""
     if strategy == "grid":
         keys = list(space)
         points = [
@@ -172,9 +178,76 @@ def expand(
             raise _invalid("the grid's size", f"at most {MAX_TRIALS} trials", len(points))
         return points
     if not 1 <= trials <= MAX_TRIALS:
-        raise _invalid("trials", f"in 1..{MAX_TRIALS} for a random search", trials)
+        raise _invalid("trials", f"in 1..{MAX_TRIALS} for a {strategy} search", trials)
+    if strategy == "tpe":
+        return tpe_wave(space, [], min(parallel, trials), seed, parallel)
     rng = random.Random(seed)
     return [{key: _draw(rng, key, dim) for key, dim in space.items()} for _ in range(trials)]
+
+
+def tpe_wave(
+    space: dict[str, Dimension],
+    history: Sequence[tuple[dict[str, Any], float | None]],
+    count: int,
+    seed: int,
+    startup: int,
+) -> list[dict[str, Any]]:
+    """The next ``count`` points Optuna's TPE proposes, given the trials so far (their
+    parameters and validation accuracy, None when they have none). Seeded and rebuilt from
+    the history each time, so the same history gives the same wave. The first ``startup``
+    points are random, as TPE needs some history. Needs optuna (the ``tune`` extra)."""
+    try:
+        import optuna
+    except ImportError:
+        raise FailedPrecondition(
+            "strategy tpe needs optuna on the server and its workers: pip install 'keras-zoo[tune]'"
+        ) from None
+    from optuna.distributions import (
+        BaseDistribution,
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions: dict[str, BaseDistribution] = {}
+    for key, dimension in space.items():
+        if not isinstance(dimension, Range):
+            distributions[key] = CategoricalDistribution(list(dimension))
+        elif SEARCHABLE[key] is int:
+            low, high = int(dimension.low), int(dimension.high)
+            distributions[key] = IntDistribution(low, high, log=dimension.log)
+        else:
+            distributions[key] = FloatDistribution(dimension.low, dimension.high, log=dimension.log)
+    with warnings.catch_warnings():  # constant_liar is "experimental" in optuna 4
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # constant_liar: the points of one wave avoid each other while none has a value
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, constant_liar=True
+        )
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    states = optuna.trial.TrialState
+    for params, value in history:
+        state = states.FAIL if value is None else states.COMPLETE
+        trial = optuna.trial.create_trial(
+            params=params, distributions=distributions, value=value, state=state
+        )
+        study.add_trial(trial)
+    points = []
+    for _ in range(count):
+        asked = study.ask(distributions)
+        points.append({key: asked.params[key] for key in space})
+    return points
+
+
+def tpe_history(trials: Sequence[Trial]) -> list[tuple[dict[str, Any], float | None]]:
+    """What TPE learns from a search's trials: a succeeded trial's final validation
+    accuracy; a stopped or failed one's best epoch (None when it reported none)."""
+    return [
+        (t.params, t.final_val_accuracy if t.final_val_accuracy is not None
+         else t.best_val_accuracy)
+        for t in trials
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -192,6 +265,15 @@ class SearchJobSpec:
     seed: int = 0
     early_stopping: str = "median"
     min_trials: int = 2  # the median rule's K: other trials that must have reported
+    total: int = 0  # trials asked for (tpe creates them in waves); 0: len(trials)
+    parallel: int = 2  # tpe: trials per wave
+
+    @property
+    def planned(self) -> int:
+        return self.total or len(self.trials)
+
+    def dimensions(self) -> dict[str, Dimension]:
+        return parse_space(self.space, self.strategy, self.params.to_dict())
 
     def trial_params(self, index: int) -> FineTuneParams:
         return FineTuneParams.from_dict({**self.params.to_dict(), **self.trials[index]})
@@ -209,6 +291,8 @@ class SearchJobSpec:
             "seed": self.seed,
             "early_stopping": self.early_stopping,
             "min_trials": self.min_trials,
+            "total": self.total,
+            "parallel": self.parallel,
         }
 
     @classmethod
@@ -225,6 +309,8 @@ class SearchJobSpec:
             int(values.get("seed", 0)),
             str(values.get("early_stopping", "median")),
             int(values.get("min_trials", 2)),
+            int(values.get("total", 0)),
+            int(values.get("parallel", 2)),
         )
 
 
@@ -240,9 +326,10 @@ def search_spec(
     seed: int = 0,
     early_stopping: str = "",
     min_trials: int = 0,
+    parallel: int = 0,
 ) -> SearchJobSpec:
     """Every check of a search request; InvalidArgument names the field. Empty strings and
-    zeros take the defaults (grid's size, never, median, 2)."""
+    zeros take the defaults (grid's size, never, median, 2, 2)."""
     strategy = strategy or "grid"
     if strategy not in STRATEGIES:
         raise _invalid("strategy", f"one of {list(STRATEGIES)}", strategy)
@@ -251,6 +338,9 @@ def search_spec(
         raise _invalid("early_stopping", f"one of {list(EARLY_STOPPING)}", early_stopping)
     if not 0 <= min_trials <= MAX_TRIALS:
         raise _invalid("min_trials", f"in 0..{MAX_TRIALS} (0: 2)", min_trials)
+    if not 0 <= parallel <= MAX_TRIALS:
+        raise _invalid("parallel", f"in 0..{MAX_TRIALS} (0: 2)", parallel)
+    parallel = parallel or 2
     if not 0 <= seed < 2**31:
         raise _invalid("seed", "in 0..2147483647", seed)
     if "promote" in params:
@@ -262,11 +352,12 @@ def search_spec(
     promote = validate_promote(promote or "never")
     base = FineTuneParams.from_dict(dict(params))
     parsed = parse_space(space, strategy, base.to_dict())
-    points = expand(parsed, strategy, trials, seed)
+    points = expand(parsed, strategy, trials, seed, parallel)
     assert isinstance(space, dict)  # parse_space said so
     return SearchJobSpec(
         base_model, dataset_id, output_model, base, dict(space), strategy, points,
         promote, seed, early_stopping, min_trials or 2,
+        trials if strategy == "tpe" else 0, parallel,
     )  # fmt: skip
 
 

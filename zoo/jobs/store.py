@@ -49,7 +49,7 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
-from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
+from zoo.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
 from zoo.jobs.records import EventType, Job, JobEvent, JobKind, JobState, transition
 
 NOTIFY_CHANNEL = "zoo_job_events"
@@ -265,6 +265,49 @@ class JobStore:
                 session.flush()
                 self._add_event(session, row.id, EventType.STATE, {"state": "QUEUED"})
         return _job(parent), [_job(r) for r in rows]
+
+    def extend_search(
+        self, parent_id: str, worker: str, params: dict[str, Any], trials: list[dict[str, Any]]
+    ) -> list[Job]:
+        """A search's next wave (tpe): its trials queued, its params (which list them)
+        replaced, and the search let go by ``worker``, RUNNING and held by no one until the
+        wave has ended; all in one transaction. Cancelled when the search no longer runs on
+        ``worker`` (a cancel came meanwhile)."""
+        with self._session() as session:
+            parent = self._row(session, parent_id, lock=True)
+            if parent.state != JobState.RUNNING.value or parent.worker != worker:
+                raise Cancelled(f"search {parent_id} is {parent.state}; no more trials")
+            known = session.scalar(
+                select(func.max(JobRow.created_at)).where(_search_id(JobRow) == parent_id)
+            )
+            start = max(now(), _aware(known) or now())
+            rows = [
+                JobRow(
+                    id=uuid.uuid4().hex,
+                    kind=JobKind.FINETUNE.value,
+                    state=JobState.QUEUED.value,
+                    params=trial,
+                    created_at=start + dt.timedelta(microseconds=i + 1),
+                    updated_at=start,
+                    attempts=0,
+                )
+                for i, trial in enumerate(trials)
+            ]
+            if any(_parent_id(row.params) != parent_id for row in rows):
+                raise InvalidArgument("every trial of a search must name it as its search_id")
+            for row in rows:
+                session.add(row)
+                session.flush()
+                self._add_event(session, row.id, EventType.STATE, {"state": "QUEUED"})
+            parent.params = params
+            parent.worker = None
+            parent.heartbeat_at = None
+            parent.updated_at = now()
+            self._add_event(
+                session, parent_id, EventType.LOG,
+                {"message": f"{len(rows)} more trials queued; {worker} lets the search go"},
+            )  # fmt: skip
+            return [_job(r) for r in rows]
 
     def children(self, parent_id: str) -> list[Job]:
         """A search's trials, oldest first."""

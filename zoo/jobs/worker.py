@@ -141,8 +141,8 @@ class Worker:
     def _settle(self, job_id: str, code: int, last_line: str, cancel_sent: bool) -> None:
         """A child that died without ending its job: FAILED (or CANCELLED) with the reason."""
         job = self.store.get(job_id)
-        if job.state.terminal:
-            return
+        if job.state.terminal or job.worker != self.name:
+            return  # ended, let go (a search's next wave), or another worker's now
         if cancel_sent or job.state is JobState.CANCELLING:
             self.store.set_state(job_id, JobState.CANCELLED)
             return
