@@ -628,3 +628,27 @@ def test_a_tpe_search_runs_in_waves_on_two_workers(tmp_path: Path, digits) -> No
                                   for p, r in zip(proposed, final.result["trials"], strict=True)])  # fmt: skip
     finally:
         server.stop()
+
+
+def test_a_worker_settles_only_the_jobs_it_holds(tmp_path: Path) -> None:
+    from zoo.jobs.worker import Worker, WorkerSettings
+
+    settings = WorkerSettings(str(tmp_path / "jobs.db"), tmp_path / "data", tmp_path / "repo")
+    worker = Worker(settings, name="w1")
+    store = worker.store
+    crashed, taken_over, let_go = (store.create(JobKind.EXPORT, {}) for _ in range(3))
+    for _ in range(3):
+        store.claim("w1")
+    worker._settle(crashed.id, -9, "Killed", cancel_sent=False)
+    assert store.get(crashed.id).state is JobState.FAILED
+    assert store.get(crashed.id).error == (
+        "the job process was killed by signal 9 (out of memory?): Killed"
+    )
+    time.sleep(0.2)
+    assert store.claim("w2", stale_after_s=0.1).id == taken_over.id  # w1 looked dead
+    worker._settle(taken_over.id, 0, "", cancel_sent=False)
+    assert store.get(taken_over.id).state is JobState.RUNNING  # w2's now
+    with store._session() as session:  # as extend_search leaves a search: held by no one
+        store._row(session, let_go.id).worker = None
+    worker._settle(let_go.id, 0, "", cancel_sent=False)
+    assert store.get(let_go.id).state is JobState.RUNNING
