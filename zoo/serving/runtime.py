@@ -463,8 +463,8 @@ class Runtime:
 
     def _open_shared(self, mv: ModelVersion, cores: int) -> Sessions | None:
         """The all-core and single-thread sessions sharing their weights, or None (the caller
-        opens one session) where they cannot be made: the `onnx` package missing, a model
-        over protobuf's 2 GB, an operator the offline optimization cannot save."""
+        opens one session) where dense layers hold most of the weights or the pair cannot be
+        made: the `onnx` package missing, a model over protobuf's 2 GB, no room in /tmp."""
         try:
             return open_shared(mv.model_file, cores)
         except Exception as e:  # any failure here leaves the plain session to try

@@ -13,8 +13,13 @@ twice. ``SharedSessions`` gives both for about the memory of one (figures in the
    OrtValues; the model bytes given to the sessions carry none of them (each initializer
    points at external data that ``add_external_initializers`` supplies), and
    ``add_initializer`` makes each session use those buffers instead of a copy of its own.
-3. Both sessions skip graph optimization (already done) and pre-packing, which would give
-   each its own packed copy of the MatMul weights (the classifier layer: little compute).
+3. Both sessions skip graph optimization (already done). The weights of dense layers
+   (MatMul, Gemm) are the exception: ONNX Runtime pre-packs them, a copy per session, and
+   frees the original unless it is shared. So each session keeps its own, as a default
+   session does, and answers to the bit as in-process ONNX Runtime does (sharing them would
+   need pre-packing off, whose MatMul kernel differs in the last bits). Where dense layers
+   hold most of a large model (VGG16: 491 of 528 MB) a second session would copy most of it:
+   there ``open_shared`` declines (None) and the version gets one single-thread session.
 
 The arrays must outlive both sessions: ``SharedSessions`` holds all of them, and a run holds
 the ``SharedSessions`` it runs on, so closing a version while a batch computes is safe.
@@ -45,6 +50,15 @@ OVERLAP_MEMORY_S = 1.0
 # data: small tensors such as shapes are read during graph resolution).
 SMALL_INITIALIZER_BYTES = 128
 SHARED_DATA = "zoo-shared-initializers"  # a name only: no such file is read
+PACKED_OPS = {"MatMul", "Gemm", "FusedMatMul", "FusedGemm"}  # their input 1 is pre-packed
+# The pair is declined where dense layers hold over this share of the weights and more than
+# DENSE_BYTES_FLOOR (each session would hold its own packed copy of them): ResNet50 8%,
+# MobileNetV2 38% (5 MB), VGG16 93% (491 MB). Below the floor the copy costs about what the
+# second session's own structures do.
+MAX_DENSE_SHARE, DENSE_BYTES_FLOOR = 0.5, 32 * 2**20
+# One optimized model on disk at a time: the temporary file is as large as the model, and the
+# Kubernetes manifests give /tmp an emptyDir of 1 GiB (the largest seed model is 548 MB).
+_OPTIMIZING = threading.Lock()
 
 
 class Sessions:
@@ -87,21 +101,29 @@ class SharedWeights:
     """A model optimized once for this CPU, its weights held once as OrtValues, from which
     sessions are opened that compute on those buffers instead of copies of their own."""
 
-    def __init__(self, model_file: Path) -> None:
+    def __init__(self, model_file: Path, *, prepacking: bool = True) -> None:
+        """``prepacking`` off (for measurements) shares the dense layers' weights too."""
         import onnx
         import onnxruntime as ort
         from onnx import numpy_helper
 
-        with tempfile.TemporaryDirectory(prefix="zoo-optimized-") as tmp:
+        with _OPTIMIZING, tempfile.TemporaryDirectory(prefix="zoo-optimized-") as tmp:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.log_severity_level = 3  # not the warning that the result suits this CPU only
             options.optimized_model_filepath = str(Path(tmp) / "model.onnx")
             ort.InferenceSession(str(model_file), sess_options=options, providers=[CPU])
             model = onnx.load(options.optimized_model_filepath)
+        self.prepacking = prepacking
+        packed = {n.input[1] for n in model.graph.node if n.op_type in PACKED_OPS} - {""}
         self.names: list[str] = []
         self.arrays: list[np.ndarray] = []
+        self.dense_nbytes = 0  # what each session holds of its own (packed)
         for tensor in model.graph.initializer:
+            if prepacking and tensor.name in packed:
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+                self.dense_nbytes += int(np.prod(tensor.dims)) * dtype.itemsize
+                continue
             array = np.ascontiguousarray(numpy_helper.to_array(tensor))
             if array.nbytes < SMALL_INITIALIZER_BYTES:
                 continue
@@ -130,7 +152,8 @@ class SharedWeights:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.add_session_config_entry("session.disable_prepacking", "1")
+        if not self.prepacking:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         options.add_external_initializers(self.names, self.values)
         for name, value in zip(self.names, self.values, strict=True):
             options.add_initializer(name, value)
@@ -141,9 +164,22 @@ class SharedWeights:
         self.graph = None
 
 
-def open_shared(model_file: Path, cores: int) -> Sessions:
-    """An all-core session (``cores`` threads) and a single-thread one sharing their weights."""
+def open_shared(model_file: Path, cores: int) -> Sessions | None:
+    """An all-core session (``cores`` threads) and a single-thread one sharing their weights;
+    None where dense layers hold most of the weights (MAX_DENSE_SHARE, DENSE_BYTES_FLOOR)."""
     weights = SharedWeights(model_file)
+    dense = weights.dense_nbytes
+    if dense > DENSE_BYTES_FLOOR and dense > MAX_DENSE_SHARE * (weights.nbytes + dense):
+        log.info(
+            "%s: dense layers hold %d of %d MB of weights, which each session would copy; "
+            "one single-thread session",
+            model_file,
+            weights.dense_nbytes // 2**20,
+            (weights.nbytes + weights.dense_nbytes) // 2**20,
+        )
+        del weights
+        release_free_memory()
+        return None
     lone, overlap = weights.session(cores), weights.session(1)
     weights.release_graph()
     release_free_memory()
