@@ -374,6 +374,7 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
 
 REST_HEADING = "## REST against gRPC"
 OVERLOAD_HEADING = "## Overload"  # written by bench.overload
+SESSIONS_HEADING = "## Sessions per version"  # written by bench.sessions
 
 
 def rest_section(results: dict[str, Any], seconds: float, rounds: int) -> str:
@@ -437,13 +438,13 @@ def main() -> None:
         + rest_section(results, args.seconds, args.rounds)
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # the overload section is bench.overload's (`make bench-overload`): kept as it was
+    # the overload section is bench.overload's (`make bench-overload`), the sessions section
+    # bench.sessions': kept as they were
     previous = args.out.read_text() if args.out.exists() else ""
-    _, found, overload = previous.partition(OVERLOAD_HEADING)
-    if found:
-        text = replace_section(
-            text, OVERLOAD_HEADING + overload.split("\n## ", 1)[0], OVERLOAD_HEADING
-        )
+    for heading in (OVERLOAD_HEADING, SESSIONS_HEADING):
+        _, found, kept = previous.partition(heading)
+        if found:
+            text = replace_section(text, heading + kept.split("\n## ", 1)[0], heading)
     args.out.write_text(text)
     print(text)
 

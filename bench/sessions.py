@@ -18,13 +18,15 @@ Speed: every design in one process, slices interleaved with the order rotating, 
 ratios compare like with like on a noisy machine: batch-1 latency of a lone request (on the
 session a lone request uses) and throughput of overlapping requests (one thread per core on
 the session overlapping runs use), each against in-process ONNX Runtime (default session,
-calls back to back). Prints a Markdown table (docs/benchmarks/serve.md quotes it).
+calls back to back). Prints a Markdown section; ``--out`` replaces that section of
+docs/benchmarks/serve.md (``make bench-serve`` keeps it).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import statistics
@@ -37,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.serve import exported
+from bench.export import machine
+from bench.serve import SESSIONS_HEADING, exported, replace_section
 
 MODELS = ("MobileNetV2", "ResNet50")
 DESIGNS = ("default", "pair", "single", "shared", "shared-no-prepack")
@@ -71,7 +74,7 @@ def open_design(design: str, path: Path, cores: int) -> list[Any]:
     if design == "single":
         return [plain(1)]
     weights = SharedWeights(path, prepacking=design == "shared")
-    sessions = [weights.session(cores), weights.session(1)]
+    sessions = [weights.session(cores), weights.session(1, arena=False)]
     weights.release_graph()
     return [*sessions, weights]  # the weights ride along: they must outlive the sessions
 
@@ -178,12 +181,26 @@ def main() -> None:
     parser.add_argument(
         "--repository", type=Path, help="a repository holding the models already (no export)"
     )
+    parser.add_argument("--out", type=Path, help="replace this section of this file")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
         return
     lines = [
+        SESSIONS_HEADING,
+        "",
+        f"Measured {dt.date.today().isoformat()} on {machine()} with `python -m bench.sessions` "
+        f"({args.rounds} rounds of {args.seconds:.0f} s slices). Memory: RSS per design in a "
+        "fresh process after one batch-1 inference per session, less the process before "
+        "loading; as allocated, after glibc's `malloc_trim` (which `zoo serve` calls after "
+        "each load), and the peak while loading. Speed: ratios to in-process ONNX Runtime "
+        "(one default session, calls back to back) in slices interleaved in one process, "
+        "median (range) over the rounds: a lone batch-1 request on the session a lone "
+        "request uses, and overlapping requests, one thread per core on the single-thread "
+        "session. `shared` is what `zoo serve` opens on a multi-core CPU; `pair` the design "
+        "before 2026-12-01, `single` the one of 2026-12-01.",
+        "",
         "| Model (ONNX MB) | Design | RSS MB as allocated | after malloc_trim | peak "
         "| x default (trimmed) | Lone batch-1 speed x in-process | Overlapping img/s x "
         "in-process |",
@@ -206,7 +223,11 @@ def main() -> None:
                     f"| {m['trimmed'] / figures['default']['trimmed']:.2f} "
                     f"| {spread(ratios[d]['lone'])} | {spread(ratios[d]['overlap'])} |"
                 )
-    print("\n".join(lines))
+    section = "\n".join([*lines, ""])
+    if args.out:
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(replace_section(old, section, SESSIONS_HEADING))
+    print(section)
 
 
 if __name__ == "__main__":
