@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -198,12 +199,17 @@ def interleaved(
 @contextmanager
 def exported(names: tuple[str, ...]) -> Iterator[tuple[Path, Path]]:
     """(repository, work folder): a temporary repository with ``names`` exported
-    (``weights=None``), removed afterwards."""
+    (``weights=None``), removed afterwards; or, with ``ZOO_BENCH_REPOSITORY`` set, that
+    directory, kept, where a model already exported is not exported again (benchmarks run
+    one after another then share their exports)."""
     from zoo.export.exporter import export_model
 
+    kept = os.environ.get("ZOO_BENCH_REPOSITORY")
     with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repo"
+        repository = Path(kept) if kept else Path(tmp) / "repo"
         for name in names:
+            if kept and (repository / name.lower()).is_dir():
+                continue
             print(f"exporting {name} (weights=None)", file=sys.stderr, flush=True)
             export_model(name, repository, weights=None)
         yield repository, Path(tmp)

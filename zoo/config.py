@@ -207,6 +207,16 @@ class ServerConfig:
         default=30.0,
         metadata={"help": "A running job whose worker is silent this long is resumed elsewhere."},
     )
+    mlflow_tracking_uri: str = field(
+        default="",
+        metadata={
+            "help": "MLflow tracking URI for fine-tune jobs (needs the mlflow extra; empty: "
+            "no MLflow logging)."
+        },
+    )
+    mlflow_experiment: str = field(
+        default="keras-zoo", metadata={"help": "MLflow experiment the jobs' runs go to."}
+    )
     max_upload_bytes: int = field(
         default=2 * 2**30, metadata={"help": "Largest dataset archive accepted."}
     )

@@ -141,7 +141,15 @@ def routes(services: Services) -> list[Route]:
             answer = _summary(summary)
             if summary.versions:
                 version = convert.parse_version(request.query_params.get("version", ""))
-                number, report = plane.evaluation(summary.name, version)
+                try:
+                    number, report = plane.evaluation(summary.name, version)
+                except NotFound as e:
+                    if version is not None:
+                        raise
+                    # the default version is gone (a label left pointing at a version
+                    # deleted by hand): the model and its versions are still worth showing
+                    answer.update(evaluated_version=None, evaluation=None, error=str(e))
+                    return JSONResponse(answer)
                 answer["evaluated_version"] = number
                 answer["evaluation"] = report.to_dict() if report else None
             return JSONResponse(answer)

@@ -16,9 +16,9 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.catalog import get_spec
+from zoo.catalog import ModelSpec, get_spec
 from zoo.errors import Cancelled, ZooError
-from zoo.jobs.datasets import DatasetStore
+from zoo.jobs.datasets import Dataset, DatasetStore
 from zoo.jobs.promotion import label_published
 from zoo.jobs.records import (
     EventType,
@@ -30,6 +30,7 @@ from zoo.jobs.records import (
     JobState,
 )
 from zoo.jobs.store import JobStore
+from zoo.jobs.tracking import Tracker, open_tracker
 from zoo.lifetime import die_with_parent
 from zoo.manifest import Evaluation, Manifest
 from zoo.repository import ModelVersion, Repository
@@ -50,24 +51,58 @@ def should_stop() -> bool:
 
 
 def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneResult:
+    job_spec = FineTuneJobSpec.from_dict(job.params)
+    spec = get_spec(job_spec.base_model)
+    params = job_spec.params
+    dataset = DatasetStore(Path(setup["data_dir"]) / "datasets").get(job_spec.dataset_id)
+    workdir = Path(setup["data_dir"]) / "jobs" / job.id
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracker = open_tracker(
+        setup.get("mlflow_tracking_uri"),
+        setup.get("mlflow_experiment") or "keras-zoo",
+        job.id,
+        {"base_model": spec.name, "dataset_id": dataset.id, **params.to_dict()},
+        {"zoo.output_model": job_spec.output_model, "zoo.base_model": spec.name},
+        lambda message: store.add_event(job.id, EventType.LOG, {"message": message}),
+    )
+    try:
+        result = _finetune(job, store, setup, job_spec, spec, dataset, workdir, tracker)
+    except Cancelled:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+    return result
+
+
+def _finetune(
+    job: Job,
+    store: JobStore,
+    setup: dict[str, Any],
+    job_spec: FineTuneJobSpec,
+    spec: ModelSpec,
+    dataset: Dataset,
+    workdir: Path,
+    tracker: Tracker,
+) -> FineTuneResult:
     from zoo.export.exporter import export_model
     from zoo.jobs.evaluation import evaluate_onnx, write_tensorboard
     from zoo.jobs.training import TENSORBOARD_DIR, train
 
-    job_spec = FineTuneJobSpec.from_dict(job.params)
-    spec = get_spec(job_spec.base_model)
     params = job_spec.params
     datasets = DatasetStore(Path(setup["data_dir"]) / "datasets")
-    dataset = datasets.get(job_spec.dataset_id)
     split = datasets.split(
         dataset.id, params.validation_split, params.test_split, params.split_seed
     )
     parts = datasets.split_files(dataset.id, split)
-    workdir = Path(setup["data_dir"]) / "jobs" / job.id
-    workdir.mkdir(parents=True, exist_ok=True)
 
     def report(kind: str, payload: dict[str, Any]) -> None:
         store.add_event(job.id, EventType(kind), payload)
+        if kind == "epoch":
+            figures = {k: v for k, v in payload.items() if k not in ("phase", "epoch", "seconds")}
+            tracker.epoch(payload["phase"], payload["epoch"], figures)
 
     report(
         "log",
@@ -98,6 +133,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
             report("log", {"message": "no test report: Classify decodes none of the test images"})
             return None
         write_tensorboard(workdir / TENSORBOARD_DIR / "evaluation", evaluation)
+        tracker.evaluation(evaluation)
         report("log", {"message": f"test accuracy {evaluation.accuracy:.3f}"})
         return evaluation
 

@@ -511,6 +511,20 @@ class Runtime:
                 continue
             total -= self._drop(key, why).size_bytes
 
+    def retire(self, name: str) -> None:
+        """After a label change: drop the loaded versions of ``name`` that are now neither its
+        default nor labelled, if the default is loaded (else a request still loads it first)."""
+        try:
+            default = self.repository.default_version(name)
+        except ZooError:  # a label at a removed version: requests say so; keep what is loaded
+            return
+        with self._lock:
+            if (name, default) not in self._loaded:
+                return
+            kept = self._labelled(name)
+            for key in [k for k in self._loaded if k[0] == name and k[1] not in kept]:
+                self._drop(key, f"version {default} is the default now")
+
     def unload(self, name: str) -> list[LoadedModel]:
         """Drop every loaded version of ``name``; returns the versions dropped."""
         if name not in self.repository.models():
