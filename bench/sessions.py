@@ -25,7 +25,6 @@ docs/benchmarks/serve.md (``make bench-serve`` keeps it).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -178,9 +177,6 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=list(MODELS))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=1.0, help="per slice")
-    parser.add_argument(
-        "--repository", type=Path, help="a repository holding the models already (no export)"
-    )
     parser.add_argument("--out", type=Path, help="replace this section of this file")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -206,8 +202,7 @@ def main() -> None:
         "in-process |",
         "|" + "---|" * 8,
     ]
-    with contextlib.ExitStack() as stack:
-        repository = args.repository or stack.enter_context(exported(tuple(args.models)))[0]
+    with exported(tuple(args.models)) as (repository, _):  # ZOO_BENCH_REPOSITORY: kept
         for name in args.models:
             path = repository / name.lower() / "1" / "model.onnx"
             print(f"{name}: memory", file=sys.stderr, flush=True)
