@@ -3,8 +3,8 @@
 On a multi-core CPU a version computes a lone request fastest on every core and overlapping
 requests fastest side by side, one core each (docs/benchmarks/serve.md). That takes two
 sessions, an all-core one and a single-thread one, and two default sessions hold every model
-twice. ``SharedSessions`` gives both for about the memory of one (figures in the module
-``bench.sessions``, docs/benchmarks/serve.md):
+twice. ``open_shared`` gives both for about the memory of one (figures: ``make
+bench-sessions``, docs/benchmarks/serve.md):
 
 1. ONNX Runtime optimizes the model once, at its highest level, for this machine, into a
    temporary file: that is where the convolution kernels are reordered into the CPU's blocked
@@ -18,7 +18,8 @@ twice. ``SharedSessions`` gives both for about the memory of one (figures in the
    frees the original unless it is shared. So each session keeps its own, as a default
    session does, and answers to the bit as in-process ONNX Runtime does (sharing them would
    need pre-packing off, whose MatMul kernel differs in the last bits). Where dense layers
-   hold most of a large model (VGG16: 491 of 528 MB) a second session would copy most of it:
+   hold most of a large model (VGG16, by its layer sizes: about 470 of 528 MiB) a second
+   session would copy most of it:
    there ``open_shared`` declines (None) and the version gets one single-thread session.
 
 The single-thread session computes without a memory arena: it runs the batches and the
@@ -28,8 +29,8 @@ without, medians 1.00 and 1.01 x over 8 interleaved rounds on a noisy machine). 
 all-core session, which computes lone requests, keeps its arena: without one it measured
 0.90 x (ResNet50) and 1.22 x (MobileNetV2), too noisy to decide.
 
-The arrays must outlive both sessions: ``SharedSessions`` holds all of them, and a run holds
-the ``SharedSessions`` it runs on, so closing a version while a batch computes is safe.
+The arrays must outlive both sessions: ``Sessions`` holds them with the sessions, and a run
+holds the ``Sessions`` it runs on, so closing a version while a batch computes is safe.
 Memory freed while loading (the optimizer's copies, the parsed model) goes back to the
 system (``release_free_memory``), or glibc keeps it as heap for later.
 """
@@ -60,7 +61,7 @@ SHARED_DATA = "zoo-shared-initializers"  # a name only: no such file is read
 PACKED_OPS = {"MatMul", "Gemm", "FusedMatMul", "FusedGemm"}  # their input 1 is pre-packed
 # The pair is declined where dense layers hold over this share of the weights and more than
 # DENSE_BYTES_FLOOR (each session would hold its own packed copy of them): ResNet50 8%,
-# MobileNetV2 38% (5 MB), VGG16 93% (491 MB). Below the floor the copy costs about what the
+# MobileNetV2 37% (5 MB), VGG16 about 90% (470 MiB). Below the floor the copy costs about what the
 # second session's own structures do.
 MAX_DENSE_SHARE, DENSE_BYTES_FLOOR = 0.5, 32 * 2**20
 # One optimized model on disk at a time: the temporary file is as large as the model, and the
