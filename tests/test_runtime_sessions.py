@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from zoo.config import ServerConfig
 from zoo.errors import Unavailable
 from zoo.repository import Repository
 from zoo.serving.runtime import Runtime
-from zoo.serving.sessions import SharedWeights, open_shared
+from zoo.serving.sessions import OVERLAP_MEMORY_S, Sessions, SharedWeights, open_shared
 
 CHANNELS, LAYERS, SIDE = 256, 10, 4  # ten 256x256 3x3 convolutions: 2.4 MB of weights each
 
@@ -231,3 +232,37 @@ def test_a_closed_version_frees_its_sessions_and_answers_unavailable(
     assert model.sessions is None and model.closed
     with pytest.raises(Unavailable, match="unloaded"):
         model.run({"image": chelsea(64, 1)})
+
+
+def adds(path: Path, value: float) -> Any:
+    """A session of a one-node graph that adds ``value``: tells which session answered."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "v"], ["y"])],
+        "adds",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(np.full(4, value, np.float32), "v")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, path)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_a_lone_run_takes_the_all_core_session_and_overlapping_runs_the_other(
+    tmp_path: Path,
+) -> None:
+    sessions = Sessions(overlap=adds(tmp_path / "o.onnx", 2), lone=adds(tmp_path / "l.onnx", 1))
+    x = np.zeros((1, 4), np.float32)
+
+    def answer(side_by_side: bool = False) -> float:
+        return float(sessions.run(["y"], {"x": x}, side_by_side=side_by_side)[0][0, 0])
+
+    assert answer() == 1  # alone: all cores
+    assert answer(side_by_side=True) == 2  # a part of a request cut for the instances
+    assert answer() == 2  # overlapped a moment ago: one thread, while the load lasts
+    sessions._overlapped_at -= OVERLAP_MEMORY_S  # that moment is past
+    assert answer() == 1
