@@ -120,7 +120,8 @@ class ServerConfig:
         default=0,
         metadata={
             "help": "ONNX Runtime threads per run (0: auto; on a CPU one, with one instance "
-            "per core running side by side)."
+            "per core running side by side, and a lone run on every core through a second "
+            "session sharing the weights)."
         },
     )
     eager_models: tuple[str, ...] = field(
