@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +64,11 @@ def infer_once(address: str, model: str, size: int) -> None:
 
 
 def run(names: list[str]) -> dict[str, Any]:
+    from bench.serve import exported
     from zoo.catalog import get_spec
-    from zoo.export.exporter import export_model
 
     out: dict[str, Any] = {"models": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        repository = work / "repo"
-        for name in names:
-            print(f"exporting {name}", file=sys.stderr, flush=True)
-            export_model(name, repository, weights=None)
+    with exported(tuple(names)) as (repository, work):
         files = {n: repository / n.lower() / "1" / "model.onnx" for n in names}
         sizes = {n: get_spec(n).input_size for n in names}
         empty = start_server(work / "empty", work)
