@@ -6,7 +6,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test test-slow lint constraints clean bench-export bench-serve bench-finetune \
-	bench-requests bench-watchers bench-memory bench-overload serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
+	bench-requests bench-watchers bench-memory bench-sessions bench-overload serve base-image wheelhouse wheelhouse-gpu images images-services images-gpu \
 	test-images mutation
 
 # The virtual environment is rebuilt when the dependency list or the pins change.
@@ -72,6 +72,10 @@ bench-finetune: $(STAMP)
 # Memory per served model (the seed models) against one ONNX Runtime session each.
 bench-memory: $(STAMP)
 	$(PY) -m bench.memory
+
+# A version's sessions, design by design: memory and speed side by side (serve.md, "Sessions").
+bench-sessions: $(STAMP)
+	$(PY) -m bench.sessions --out docs/benchmarks/serve.md
 
 # 50 WatchJob streams on a deliberately slow job store, beside batch-1 inference.
 bench-watchers: $(STAMP)

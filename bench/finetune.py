@@ -25,7 +25,7 @@ from bench import start_server
 from bench.export import machine
 from zoo.catalog import get_spec
 
-SETTINGS = {
+SETTINGS: dict[str, Any] = {
     "base": "MobileNetV2",
     "base_kwargs": {"alpha": 0.35},
     "image_size": 96,

@@ -4,10 +4,12 @@ A Python load generator costs more CPU than the server it drives, so on 2 cores 
 measure itself. Here ``h2load`` (nghttp2's HTTP/2 benchmark, in C) sends a pre-encoded gRPC
 ModelInfer (a 5-byte length prefix and the serialized request, ``content-type:
 application/grpc``, ``te: trailers``) and the server's CPU time is read from
-``/proc/<pid>/stat`` before and after. Three servers answer the same bytes:
+``/proc/<pid>/stat`` before and after. Four servers answer the same bytes:
 
 - a bare ``grpc.aio`` server returning a fixed, pre-serialized ModelInferResponse: the
   floor, what gRPC Python itself costs per call;
+- a minimal servicer that reads the input into numpy and builds the response message:
+  the least a Python v2 server does per call;
 - ``zoo serve`` with a no-op model (MobileNetV2's input and outputs, nothing computed):
   the server's own cost per request;
 - ``zoo serve`` with MobileNetV2 (``weights=None``), batch 1 and 8: the cost next to real work.
@@ -36,6 +38,7 @@ from bench.export import machine
 from protos import grpc_service_pb2 as pb
 
 SIZE = 224
+SERVICER = "minimal grpc.aio servicer"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -114,6 +117,7 @@ def h2load(port: int, body: Path, requests: int, clients: int) -> dict[str, floa
 BARE = r"""
 import asyncio, sys
 import grpc
+import numpy as np
 from protos import grpc_service_pb2 as pb
 
 async def main():
@@ -126,10 +130,21 @@ async def main():
     async def infer(request, context):
         return fixed
 
+    async def build(request, context):  # the least a real servicer does per call
+        image = np.frombuffer(request.raw_input_contents[0], np.uint8)
+        rows = image.reshape(tuple(request.inputs[0].shape)).shape[0]
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version="1", id=request.id)
+        for name in ("logits", "probabilities"):
+            response.outputs.add(name=name, datatype="FP32", shape=[rows, 1000])
+            response.raw_output_contents.append(np.zeros((rows, 1000), np.float32).tobytes())
+        return response
+
+    minimal = sys.argv[2] == "servicer"
     handler = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
         "ModelInfer": grpc.unary_unary_rpc_method_handler(
-            infer, request_deserializer=pb.ModelInferRequest.FromString,
-            response_serializer=None)})
+            build if minimal else infer, request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelInferResponse.SerializeToString if minimal else None)})
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 256 << 20)])
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -142,9 +157,9 @@ asyncio.run(main())
 
 
 class Bare:
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, kind: str = "fixed") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", BARE, str(batch)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", BARE, str(batch), kind], stdout=subprocess.PIPE, text=True
         )
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
@@ -180,14 +195,14 @@ def run(requests: int, clients: int, rounds: int) -> dict[str, Any]:
         try:
             for _ in range(rounds):  # interleaved, so drift hits every contender alike
                 for batch in (1, 8):
-                    bare = Bare(batch)
-                    try:
-                        key = f"bare grpc.aio, batch {batch}"
-                        rows.setdefault(key, []).append(
-                            measure(bare.pid, bare.port, bodies["noop", batch], requests, clients)
-                        )
-                    finally:
-                        bare.stop()
+                    for kind, label in (("fixed", "bare grpc.aio"), ("servicer", SERVICER)):
+                        bare = Bare(batch, kind)
+                        try:
+                            rows.setdefault(f"{label}, batch {batch}", []).append(measure(
+                                bare.pid, bare.port, bodies["noop", batch], requests, clients
+                            ))  # fmt: skip
+                        finally:
+                            bare.stop()
                 for (model, batch), body in bodies.items():
                     n = requests if model == "noop" else max(200, requests // 10)
                     rows.setdefault(f"zoo serve, {model}, batch {batch}", []).append(
@@ -202,8 +217,11 @@ def report(rows: dict[str, Any], requests: int, clients: int, rounds: int) -> st
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
 
-    floor = {b: median([r["cpu_ms_per_request"] for r in rows[f"bare grpc.aio, batch {b}"]])
-             for b in (1, 8)}  # fmt: skip
+    def floor_of(label: str) -> dict[int, float]:
+        return {b: median([r["cpu_ms_per_request"] for r in rows[f"{label}, batch {b}"]])
+                for b in (1, 8)}  # fmt: skip
+
+    floor, least = floor_of("bare grpc.aio"), floor_of(SERVICER)
     lines = [
         "# Server CPU per request",
         "",
@@ -213,20 +231,27 @@ def report(rows: dict[str, Any], requests: int, clients: int, rounds: int) -> st
         "server process's user + system time from /proc over the run, divided by the requests "
         "answered; the load generator's own CPU is not in it.",
         "",
-        "| Server, model, batch | CPU ms / request | x bare grpc.aio | requests/s |",
-        "|---|---|---|---|",
+        "| Server, model, batch | CPU ms / request | x bare grpc.aio | x minimal servicer "
+        "| requests/s |",
+        "|---|---|---|---|---|",
     ]
     for key, results in rows.items():
         cpu = median([r["cpu_ms_per_request"] for r in results])
         rps = median([r["rps"] for r in results])
         batch = int(key.rsplit(" ", 1)[1])
-        lines.append(f"| {key} | {cpu:.3f} | {cpu / floor[batch]:.2f} | {rps:.0f} |")
+        lines.append(
+            f"| {key} | {cpu:.3f} | {cpu / floor[batch]:.2f} | {cpu / least[batch]:.2f} "
+            f"| {rps:.0f} |"
+        )
     lines += [
         "",
         "The bare server answers a fixed, pre-serialized response: the floor of gRPC Python "
-        "per call on this machine. The no-op model has MobileNetV2's input and outputs and "
-        "computes nothing, so its row is the zoo server's own cost per request: parsing and "
-        "checking the request, the queue and instance thread, building the response.",
+        "per call on this machine. The minimal servicer is the least any Python v2 server "
+        "does per call: it reads the input tensor into numpy and builds and serializes a "
+        "response of the same outputs (no checks, no queue, no metrics). The no-op model "
+        "has MobileNetV2's input and outputs and computes nothing, so its row is the zoo "
+        "server's own cost per request: parsing and checking the request, the queue and "
+        "instance thread, building the response.",
         "",
     ]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -198,12 +199,17 @@ def interleaved(
 @contextmanager
 def exported(names: tuple[str, ...]) -> Iterator[tuple[Path, Path]]:
     """(repository, work folder): a temporary repository with ``names`` exported
-    (``weights=None``), removed afterwards."""
+    (``weights=None``), removed afterwards; or, with ``ZOO_BENCH_REPOSITORY`` set, that
+    directory, kept, where a model already exported is not exported again (benchmarks run
+    one after another then share their exports)."""
     from zoo.export.exporter import export_model
 
+    kept = os.environ.get("ZOO_BENCH_REPOSITORY")
     with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repo"
+        repository = Path(kept) if kept else Path(tmp) / "repo"
         for name in names:
+            if kept and (repository / name.lower()).is_dir():
+                continue
             print(f"exporting {name} (weights=None)", file=sys.stderr, flush=True)
             export_model(name, repository, weights=None)
         yield repository, Path(tmp)
@@ -251,8 +257,15 @@ def run_rest(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, A
 
 
 def run(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, Any]:
+    from bench.memory import rss
+
     results: dict[str, Any] = {}
     with exported(names) as (repository, work):
+        empty = start_server(work / "empty", work)
+        try:
+            empty_rss = rss(empty.process.pid)
+        finally:
+            empty.stop()
         for name in names:
             model = name.lower()
             reference = InProcess(repository / model / "1" / "model.onnx")
@@ -277,6 +290,9 @@ def run(names: tuple[str, ...], seconds: float, rounds: int) -> dict[str, Any]:
                     reference, batched.address, batched.http_url, model, seconds, rounds
                 )
                 row["batch_sizes"] = server_batch_stats(batched.address, model)
+                # what the loaded model holds after the run: the server less an empty one
+                row["rss"] = rss(batched.process.pid) - empty_rss
+                row["onnx_bytes"] = (repository / model / "1" / "model.onnx").stat().st_size
                 row["forced_sizes"] = server_batch_stats(forced.address, model)
             finally:
                 for server in (batched, unbatched, forced):
@@ -301,8 +317,9 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
         f"server and the unbatched one, {seconds:.0f} s each in all, in an order that "
         "rotates every slice, so the ratios compare like with like on a noisy machine; "
         "each slice records from the moment every client has had its first answer. The servers run "
-        "with their defaults: on this CPU one single-thread ONNX Runtime session per model "
-        "version, run by one instance thread per core (a lone request computes on one core), "
+        "with their defaults: on this CPU two ONNX Runtime sessions per model version on one "
+        "copy of the weights, an all-core one for a lone request and a single-thread one "
+        "that one instance thread per core runs for overlapping requests, "
         "and batches of as many rows as fit in 4 ms (timed at each model's warm-up). Models "
         "exported with `weights=None`.",
         "",
@@ -339,6 +356,11 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
         forced_sizes = ", ".join(f"{k}: {v}" for k, v in sorted(row["forced_sizes"].items()))
         lines += [
             "",
+            f"RSS of the loaded model after the run (the batching server less one with an "
+            f"empty repository): {row['rss'] / 2**20:.0f} MiB for a "
+            f"{row['onnx_bytes'] / 2**20:.0f} MiB ONNX file ({row['rss'] / row['onnx_bytes']:.2f}"
+            " x its size).",
+            "",
             f"Batch-8 requests at concurrency 1: {b8['images_per_s']:.1f} img/s (p50 "
             f"{b8['p50_ms']:.1f} ms) against in-process ORT at batch 8 "
             f"{ort8['images_per_s']:.1f} img/s: ratio "
@@ -358,6 +380,7 @@ def report(results: dict[str, Any], seconds: float, rounds: int) -> str:
 
 REST_HEADING = "## REST against gRPC"
 OVERLOAD_HEADING = "## Overload"  # written by bench.overload
+SESSIONS_HEADING = "## Sessions per version"  # written by bench.sessions
 
 
 def rest_section(results: dict[str, Any], seconds: float, rounds: int) -> str:
@@ -421,13 +444,13 @@ def main() -> None:
         + rest_section(results, args.seconds, args.rounds)
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # the overload section is bench.overload's (`make bench-overload`): kept as it was
+    # the overload section is bench.overload's (`make bench-overload`), the sessions section
+    # bench.sessions': kept as they were
     previous = args.out.read_text() if args.out.exists() else ""
-    _, found, overload = previous.partition(OVERLOAD_HEADING)
-    if found:
-        text = replace_section(
-            text, OVERLOAD_HEADING + overload.split("\n## ", 1)[0], OVERLOAD_HEADING
-        )
+    for heading in (OVERLOAD_HEADING, SESSIONS_HEADING):
+        _, found, kept = previous.partition(heading)
+        if found:
+            text = replace_section(text, heading + kept.split("\n## ", 1)[0], heading)
     args.out.write_text(text)
     print(text)
 

@@ -53,6 +53,8 @@ class Job:
     attempts: int
     created_at: str
     finished_at: str
+    started_at: str = ""
+    worker: str = ""  # the worker that ran it last
     _client: Any = field(repr=False, compare=False, default=None)
 
     @property
@@ -151,6 +153,28 @@ def finetune_request(
     )
 
 
+def search_request(
+    base: str,
+    dataset: str | DatasetInfo,
+    output_model: str,
+    space: dict[str, Any],
+    options: dict[str, Any],
+    params: dict[str, Any],
+) -> zpb.CreateSearchJobRequest:
+    """``space``: parameter -> list of values or {"low", "high", "log"}; ``options``: the
+    search's strategy, trials, promote, seed, early_stopping, min_trials, allow_other_source
+    and parallel; ``params``: the FineTuneParams base of every trial."""
+    base_request = finetune_request(base, dataset, output_model, params)
+    return zpb.CreateSearchJobRequest(
+        base_model=base_request.base_model,
+        dataset_id=base_request.dataset_id,
+        output_model=output_model,
+        params=base_request.params,
+        space_json=json.dumps(space),
+        **options,
+    )
+
+
 def export_request(
     model: str,
     weights: str = "imagenet",
@@ -180,6 +204,8 @@ def job_from(message: zpb.Job, client: Any) -> Job:
         attempts=message.attempts,
         created_at=message.created_at,
         finished_at=message.finished_at,
+        started_at=message.started_at,
+        worker=message.worker,
         _client=client,
     )
 

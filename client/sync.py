@@ -190,6 +190,46 @@ class ZooClient:
         request = job_api.finetune_request(base, dataset, output_model, params)
         return job_api.job_from(self._call(self._jobs.CreateFineTuneJob, request), self)
 
+    def search(
+        self,
+        base: str,
+        dataset: str | job_api.DatasetInfo,
+        output_model: str,
+        space: dict[str, Any],
+        *,
+        strategy: str = "grid",
+        trials: int = 0,
+        promote: str = "never",
+        seed: int = 0,
+        early_stopping: str = "median",
+        min_trials: int = 0,
+        allow_other_source: bool = False,
+        parallel: int = 0,
+        **params: Any,
+    ) -> job_api.Job:
+        """Start a search over fine-tuning settings: one fine-tune job per trial, run by the
+        server's workers; the returned job's ``result`` is the table of trials.
+
+        ``space``: parameter -> a list of values, or (random only) a range
+        ``{"low": x, "high": y, "log": bool}``; ``strategy``: "grid" (every combination),
+        "random" (``trials`` draws, seeded by ``seed``) or "tpe" (Optuna's TPE, in waves of
+        ``parallel`` trials, when the server has optuna); ``promote``: never, always or
+        if_better, applied to the best trial only; ``early_stopping``: "median" (a trial
+        below the median of ``min_trials`` or more others at the same epoch stops) or "none";
+        ``params``: FineTuneParams fields, the base of every trial."""
+        options = {
+            "strategy": strategy,
+            "trials": trials,
+            "promote": promote,
+            "seed": seed,
+            "early_stopping": early_stopping,
+            "min_trials": min_trials,
+            "allow_other_source": allow_other_source,
+            "parallel": parallel,
+        }
+        request = job_api.search_request(base, dataset, output_model, space, options, params)
+        return job_api.job_from(self._call(self._jobs.CreateSearchJob, request), self)
+
     def export(
         self,
         model: str,

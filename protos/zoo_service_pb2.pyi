@@ -396,3 +396,33 @@ class TrainingLogs(_message.Message):
     tar_gz: bytes
     files: int
     def __init__(self, job_id: _Optional[str] = ..., tar_gz: _Optional[bytes] = ..., files: _Optional[int] = ...) -> None: ...
+
+class CreateSearchJobRequest(_message.Message):
+    __slots__ = ("base_model", "dataset_id", "output_model", "params", "space_json", "strategy", "trials", "promote", "seed", "early_stopping", "min_trials", "allow_other_source", "parallel")
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SPACE_JSON_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_FIELD_NUMBER: _ClassVar[int]
+    MIN_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_OTHER_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    base_model: str
+    dataset_id: str
+    output_model: str
+    params: FineTuneParams
+    space_json: str
+    strategy: str
+    trials: int
+    promote: str
+    seed: int
+    early_stopping: str
+    min_trials: int
+    allow_other_source: bool
+    parallel: int
+    def __init__(self, base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., output_model: _Optional[str] = ..., params: _Optional[_Union[FineTuneParams, _Mapping]] = ..., space_json: _Optional[str] = ..., strategy: _Optional[str] = ..., trials: _Optional[int] = ..., promote: _Optional[str] = ..., seed: _Optional[int] = ..., early_stopping: _Optional[str] = ..., min_trials: _Optional[int] = ..., allow_other_source: _Optional[bool] = ..., parallel: _Optional[int] = ...) -> None: ...

@@ -571,6 +571,11 @@ class JobsStub:
                 request_serializer=protos_dot_zoo__service__pb2.GetTrainingLogsRequest.SerializeToString,
                 response_deserializer=protos_dot_zoo__service__pb2.TrainingLogs.FromString,
                 _registered_method=True)
+        self.CreateSearchJob = channel.unary_unary(
+                '/zoo.v1.Jobs/CreateSearchJob',
+                request_serializer=protos_dot_zoo__service__pb2.CreateSearchJobRequest.SerializeToString,
+                response_deserializer=protos_dot_zoo__service__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class JobsServicer:
@@ -621,6 +626,15 @@ class JobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSearchJob(self, request, context):
+        """A search over fine-tuning settings: a "search" job whose trials are fine-tune jobs (their
+        params_json holds search_id and trial); its result_json is the table of trials. Needs the
+        token. Cancelling it cancels its trials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -658,6 +672,11 @@ def add_JobsServicer_to_server(servicer, server):
                     servicer.GetTrainingLogs,
                     request_deserializer=protos_dot_zoo__service__pb2.GetTrainingLogsRequest.FromString,
                     response_serializer=protos_dot_zoo__service__pb2.TrainingLogs.SerializeToString,
+            ),
+            'CreateSearchJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSearchJob,
+                    request_deserializer=protos_dot_zoo__service__pb2.CreateSearchJobRequest.FromString,
+                    response_serializer=protos_dot_zoo__service__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -850,6 +869,33 @@ class Jobs:
             '/zoo.v1.Jobs/GetTrainingLogs',
             protos_dot_zoo__service__pb2.GetTrainingLogsRequest.SerializeToString,
             protos_dot_zoo__service__pb2.TrainingLogs.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSearchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zoo.v1.Jobs/CreateSearchJob',
+            protos_dot_zoo__service__pb2.CreateSearchJobRequest.SerializeToString,
+            protos_dot_zoo__service__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

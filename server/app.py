@@ -142,6 +142,8 @@ def start_workers(config: ServerConfig, stop: threading.Event) -> list[threading
             repository=config.repository,
             stale_after_s=config.job_stale_after_s,
             gpu=gpus[i % len(gpus)] if gpus else None,
+            mlflow_tracking_uri=config.mlflow_tracking_uri,
+            mlflow_experiment=config.mlflow_experiment,
         )
         log.info("job worker %d uses %s", i, f"GPU {settings.gpu}" if gpus else "the CPU")
         worker = Worker(settings, name=f"{socket.gethostname()}-serve-{os.getpid()}-{i}")
@@ -172,6 +174,7 @@ async def create_server(config: ServerConfig, plane: DataPlane | None = None) ->
     plane = plane or DataPlane(config)
     metrics = Metrics()
     metrics.watch_models(plane.stats.all, plane.runtime.loaded)
+    metrics.watch_labels(plane.label_changes)
     limit = config.max_message_bytes
     server = grpc.aio.server(
         options=[

@@ -406,6 +406,16 @@ def finetune_params(params: zpb.FineTuneParams) -> dict[str, Any]:
     return values
 
 
+def search_space(text: str) -> object:
+    """A search's space_json, parsed; its shape is the search's to check."""
+    try:
+        return json.loads(text) if text else None
+    except ValueError as e:
+        raise InvalidArgument(
+            f"space_json must be a JSON object; received {clip(repr(text))} ({e})"
+        ) from None
+
+
 def job(j: Job) -> zpb.Job:
     def stamp(value: Any) -> str:
         return value.isoformat() if value else ""

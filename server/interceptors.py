@@ -40,6 +40,7 @@ MUTATING_METHODS = frozenset(
         "/zoo.v1.Datasets/DeleteDataset",
         "/zoo.v1.Jobs/CreateFineTuneJob",
         "/zoo.v1.Jobs/CreateExportJob",
+        "/zoo.v1.Jobs/CreateSearchJob",
         "/zoo.v1.Jobs/CancelJob",
         "/zoo.v1.ModelZoo/PromoteVersion",
         "/zoo.v1.ModelZoo/RollbackLabel",

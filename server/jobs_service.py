@@ -183,6 +183,31 @@ class JobsService(zpb_grpc.JobsServicer):
         )
         return convert.job(job)
 
+    async def CreateSearchJob(
+        self, request: zpb.CreateSearchJobRequest, context: Context
+    ) -> zpb.Job:
+        params = convert.finetune_params(request.params)
+        space = convert.search_space(request.space_json)
+        job = await off_loop(
+            self.io,
+            lambda: self.manager.create_search(
+                request.base_model,
+                request.dataset_id,
+                request.output_model,
+                params,
+                space,
+                request.strategy,
+                request.trials,
+                request.promote,
+                request.seed,
+                request.early_stopping,
+                request.min_trials,
+                request.allow_other_source,
+                request.parallel,
+            ),
+        )
+        return convert.job(job)
+
     async def GetJob(self, request: zpb.GetJobRequest, context: Context) -> zpb.Job:
         return convert.job(await off_loop(self.io, lambda: self.manager.get(request.id)))
 

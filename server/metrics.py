@@ -101,6 +101,26 @@ class _JobCollector(Collector):
         yield from (jobs, silence)
 
 
+class _LabelCollector(Collector):
+    """Label changes by model, label and action, counted from each model's history in the
+    repository at scrape time (the history only grows), so changes made by a fine-tune job,
+    the CLI or another server on the same repository count too, and counts survive restarts.
+    Every server on one repository reports the same figures: aggregate with max."""
+
+    def __init__(self, changes: Callable[[], dict[tuple[str, str, str], int]]) -> None:
+        self._changes = changes
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily(
+            "zoo_label_changes",
+            "Changes of a version label (promote, rollback) by model, label and action",
+            labels=["model", "label", "action"],
+        )
+        for key, count in sorted(self._changes().items()):
+            family.add_metric(list(key), count)
+        yield family
+
+
 class Metrics:
     """The server's registry: request counts and latencies, plus the models' statistics."""
 
@@ -146,6 +166,9 @@ class Metrics:
         self, stats: Callable[[], list[ModelStats]], loaded: Callable[[], list[LoadedModel]]
     ) -> None:
         self.registry.register(_ModelCollector(stats, loaded))
+
+    def watch_labels(self, changes: Callable[[], dict[tuple[str, str, str], int]]) -> None:
+        self.registry.register(_LabelCollector(changes))
 
     def watch_jobs(self, census: Callable[[], JobCensus]) -> None:
         self.registry.register(_JobCollector(census))

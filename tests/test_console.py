@@ -165,6 +165,60 @@ def rows(driver: Any, css: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, css))
 
 
+def tags(driver: Any, css: str) -> list[str]:
+    """The labels shown as tags inside ``css``."""
+    return [str(t.get_attribute("data-label")) for t in rows(driver, f"{css} [data-label]")]
+
+
+def fixed(x: float, digits: int) -> str:
+    """``x.toFixed(digits)`` as JavaScript writes it: the float's exact value, halves up."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return str(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def cells(row: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [str(c.text) for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
+
+
+def assert_report(driver: Any, evaluation: dict) -> None:
+    """The page's test report (#report) shows ``evaluation`` as the API gave it."""
+    report = "#report"
+    assert text_of(driver, f'{report} dd[data-key="accuracy"]') == (
+        fixed(100 * evaluation["accuracy"], 1) + " %"
+    )
+    top5 = evaluation["top5_accuracy"]
+    assert text_of(driver, f'{report} dd[data-key="top-5 accuracy"]') == (
+        "\u2014 (5 classes or fewer)" if top5 is None else fixed(100 * top5, 1) + " %"
+    )
+    assert text_of(driver, f'{report} dd[data-key="test images"]') == f"{evaluation['images']:,}"
+
+    def metric_row(name: str, m: dict) -> list[str]:
+        figures = [fixed(m[k], 3) for k in ("precision", "recall", "f1")]
+        return [name, *figures, f"{m['support']:,}"]
+
+    shown = [cells(r) for r in rows(driver, "#report-classes tbody tr, #report-classes tfoot tr")]
+    assert shown == [
+        *(metric_row(c["name"], c) for c in evaluation["classes"]),
+        metric_row("macro average", evaluation["macro"]),
+        metric_row("weighted average", evaluation["weighted"]),
+    ]
+    matrix = [[int(x) for x in cells(r)[1:]] for r in rows(driver, "#report-confusion tbody tr")]
+    assert matrix == evaluation["confusion_matrix"]
+    pairs = [cells(r) for r in rows(driver, "#report-pairs tbody tr")]
+    assert pairs == [
+        [p["true_label"], p["predicted_label"], str(p["count"])]
+        for p in evaluation["most_confused"]
+    ]
+    mistakes = [cells(r) for r in rows(driver, "#report-mistakes tbody tr")]
+    assert mistakes == [
+        [m["path"], m["true_label"], m["predicted_label"], fixed(100 * m["confidence"], 1) + " %"]
+        for m in evaluation["worst_mistakes"]
+    ]
+
+
 # -- pages ----------------------------------------------------------------------------------
 
 
@@ -251,6 +305,86 @@ def test_models_page(page: Any, console_server: Any, screenshots: Path) -> None:
     viewport(page, 400)
     assert_fits(page, 400)
     viewport(page, 1280)
+
+
+def test_models_page_promotes_and_rolls_back_with_the_token(
+    page: Any, console_server: Any, screenshots: Path
+) -> None:
+    """Labels on the models page; promote and roll back ask for the token once, and what the
+    page then shows is what the API says."""
+    from selenium.webdriver.common.by import By
+
+    model = console_server.repository / "tiny-f32"
+    if not (model / "2").exists():  # a second version, renamed into place whole
+        shutil.copytree(model / "1", model / "staged-2")
+        (model / "staged-2").rename(model / "2")
+    http = httpx.Client(base_url=console_server.http_url, timeout=30)
+
+    def labels() -> dict:
+        return dict(http.get("/v1/models/tiny-f32/labels").json()["labels"])
+
+    assert labels() == {}
+    open_page(page, console_server, "models/tiny-f32")
+    page.execute_script("sessionStorage.clear()")
+    card = '.card[data-model="tiny-f32"]'
+    row = card + ' tr[data-version="{}"]'
+    wait_for(lambda: rows(page, row.format(2)), "version 2")
+    wait_for(lambda: rows(page, "#report"), "the report box")
+    assert text_of(page, "#report") == (
+        "v2 (served by default) has no test report (it was not made by a fine-tune job)"
+    )
+    note = f"{card} .label-note"
+
+    def click(css: str) -> None:
+        button = wait_for(lambda: rows(page, css) and rows(page, css)[0], css)
+        wait_for(lambda: button.is_enabled(), f"{css} enabled")
+        button.click()
+
+    click(row.format(1) + " button.promote")
+    dialog = page.find_element(By.ID, "token-dialog")
+    wait_for(lambda: dialog.is_displayed(), "the token prompt")
+    page.find_element(By.ID, "token-input").send_keys(TOKEN)
+    page.find_element(By.ID, "token-ok").click()
+    wait_for(lambda: "stable is version 1" in text_of(page, note), "the promote answer")
+    assert labels() == {"stable": 1}
+    shown = f'{row.format(1)} td[data-key="labels"]'
+    wait_for(lambda: text_of(page, shown) == "stable", "the stable tag on v1")
+
+    click(row.format(2) + " button.promote")  # the token is kept: no second prompt
+    wait_for(lambda: "stable is version 2" in text_of(page, note), "the second promote")
+    assert not dialog.is_displayed()
+    assert labels() == {"stable": 2}
+
+    field = page.find_element(By.CSS_SELECTOR, f"{card} .label-input")
+    field.clear()
+    field.send_keys("candidate")
+    click(row.format(1) + " button.promote")
+    wait_for(lambda: "candidate is version 1" in text_of(page, note), "the candidate")
+    assert labels() == {"candidate": 1, "stable": 2}
+    wait_for(lambda: text_of(page, shown) == "candidate", "the candidate tag on v1")
+    assert text_of(page, f'{row.format(2)} td[data-key="labels"]') == "stable"
+    shoot(page, screenshots, "models-labels")
+
+    field = page.find_element(By.CSS_SELECTOR, f"{card} .label-input")
+    field.clear()
+    field.send_keys("stable")
+    click(f"{card} button.rollback")
+    wait_for(lambda: "stable is version 1" in text_of(page, note), "the rollback")
+    state = http.get("/v1/models/tiny-f32/labels").json()
+    assert state["labels"] == {"candidate": 1, "stable": 1} and state["default_version"] == 1
+    assert [(c["action"], c["label"], c["version"]) for c in state["history"]] == [
+        ("promote", "stable", 1), ("promote", "stable", 2), ("promote", "candidate", 1),
+        ("rollback", "stable", 1),
+    ]  # fmt: skip
+    wait_for(lambda: tags(page, shown) == ["candidate", "stable"], "both tags on v1")
+    # a refused action says why, on the page
+    click(f"{card} button.rollback")
+    wait_for(lambda: "no earlier version" in text_of(page, note), "the refusal")
+    # the browser logs the refused request (400) as a network error: that one, and no other
+    refused = [e["message"] for e in console_errors(page)]
+    assert len(refused) == 1 and "/v1/models/tiny-f32/rollback" in refused[0]
+    assert "400 (Bad Request)" in refused[0]
+    http.close()
 
 
 def test_classify_page(page: Any, console_server: Any, screenshots: Path) -> None:
@@ -375,7 +509,13 @@ def test_finetune_job_page_follows_the_job_live(
     assert made.get_attribute("href").endswith(f"#/models/{result['model']}")
     assert "phase 2: fine-tuning" in text_of(page, "#job-log")
     assert not page.find_element(By.ID, "cancel-job").is_enabled()
+    evaluation = result["evaluation"]
+    assert evaluation and evaluation["images"] > 0 and len(evaluation["classes"]) == 4
+    assert_report(page, evaluation)
     shoot(page, screenshots, "job")
+    page.find_element(By.ID, "report").location_once_scrolled_into_view  # noqa: B018
+    time.sleep(0.3)
+    assert page.save_screenshot(str(screenshots / "job-report.png"))
 
     viewport(page, 400)
     time.sleep(0.5)  # the charts resize on the window's resize event
@@ -383,10 +523,21 @@ def test_finetune_job_page_follows_the_job_live(
     shoot(page, screenshots, "job-narrow")
     viewport(page, 1280)
 
-    made.click()  # the version it made, on the models page
+    made.click()  # the version it made, on the models page, with its labels and report
     wait_for(
         lambda: rows(page, f'.card[data-model="{result["model"]}"] tr[data-version]'), "the model"
     )
+    wait_for(lambda: rows(page, "#report-classes"), "the served version's report")
+    with httpx.Client(base_url=console_server.http_url, timeout=30) as http:
+        served = http.get(f"/v1/models/{result['model']}").json()
+    assert served["evaluated_version"] == result["version"]
+    assert served["evaluation"] == evaluation  # the job's report is the version's
+    assert_report(page, served["evaluation"])
+    version_row = f'.card[data-model="{result["model"]}"] tr[data-version="{result["version"]}"]'
+    labels = tags(page, f'{version_row} td[data-key="labels"]')
+    assert labels == sorted(result["labels"]) == sorted(served["labels"])
+    assert text_of(page, "#report h2") == "Test report of v1 (served by default)"
+    shoot(page, screenshots, "model-report")
     open_page(page, console_server, "jobs")
     row = f'#jobs-table tr[data-job="{job["id"]}"]'
     wait_for(lambda: rows(page, row), "the job in the list")

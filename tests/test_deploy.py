@@ -176,9 +176,10 @@ def test_serve_extra_is_the_server_without_tensorflow() -> None:
         "optional-dependencies"
     ]
     # what only a job's child process imports: TensorFlow, export, and (zoo.jobs.splits,
-    # zoo.jobs.evaluation) the split, the test report's metrics and the TensorBoard writer
+    # zoo.jobs.evaluation) the split, the test report's metrics and the TensorBoard writer;
+    # onnx stays in serve: zoo.serving.sessions reads the weights the two sessions share
     training = {"tensorflow==2.21.0", "tensorflow[and-cuda]==2.21.0", "keras==3.15.1",
-                "tf2onnx==1.17.0", "onnx>=1.17", "scikit-learn>=1.5", "tensorboard>=2.21"}  # fmt: skip
+                "tf2onnx==1.17.0", "scikit-learn>=1.5", "tensorboard>=2.21"}  # fmt: skip
     assert set(extras["serve"]) == set(extras["server"]) - training
     # one CUDA major per GPU image: the server's ONNX Runtime brings CUDA 13 wheels, training
     # has TensorFlow's CUDA 12 ones

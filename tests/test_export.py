@@ -360,6 +360,37 @@ def test_finetuned_model_serves_logits_not_probabilities(tmp_path: Path) -> None
     assert result.verification["logit_scale"] > 3.0  # verified on logits too
 
 
+def test_a_top1_flip_is_accepted_only_within_the_tolerance() -> None:
+    """A different top class passes only when the reference's own gap between the two is
+    inside the tolerance (float32 noise on a near-tie); a wider gap or a real error fails."""
+    # scale 1e4, rel_tol 1e-4: tolerance 1.0
+    reference = np.array([[10_000.0, 9_999.5, 0.0], [0.0, 5_000.0, 2_000.0]])
+    near_tie = np.array([[9_999.8, 9_999.9, 0.0], [0.0, 5_000.3, 2_000.0]])  # flips input 0
+    check = compare_logits(reference, near_tie)
+    assert check.tolerance == 1.0 and check.max_abs_logit_diff <= 1.0
+    assert (check.top1_agreement, check.top1_ties, check.passed) == (0.5, 1, True)
+
+    # planted: the same flip where the reference's gap is 1.5, over the tolerance, while
+    # every logit stays within it
+    wide = np.array([[10_000.0, 9_998.5, 0.0], [0.0, 5_000.0, 2_000.0]])
+    flipped = np.array([[9_999.2, 9_999.3, 0.0], [0.0, 5_000.0, 2_000.0]])
+    check = compare_logits(wide, flipped)
+    assert check.max_abs_logit_diff <= check.tolerance
+    assert (check.top1_ties, check.passed) == (0, False)
+
+    # the float64 judge: ties are read in the exact logits, within its own tolerance
+    exact = np.array([[10_000.0, 9_999.0, 0.0], [0.0, 5_000.0, 2_000.0]])
+    keras32 = exact + np.array([[-2.0, 2.0, 0.0], [0.0, 0.0, 0.0]])  # Keras's float32 error 2
+    onnx = exact + np.array([[-1.5, 1.5, 0.0], [0.0, 0.0, 0.0]])  # flips input 0 too
+    judged = compare_with_exact(keras32, exact, onnx)
+    assert (judged.tolerance, judged.top1_ties, judged.passed) == (4.0, 1, True)
+    far = np.array([[10_000.0, 9_990.0, 0.0], [0.0, 5_000.0, 2_000.0]])  # gap 10
+    judged = compare_with_exact(
+        far + (keras32 - exact), far, far + np.array([[-6, 6, 0], [0, 0, 0]])
+    )
+    assert not judged.passed  # the logits are 6 off, over 4, and the flip is no tie
+
+
 def test_a_float32_mismatch_is_judged_against_float64_keras(tmp_path: Path) -> None:
     """An impossible float32 tolerance sends the export to the float64 judge, which passes it.
 

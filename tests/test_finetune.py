@@ -426,11 +426,12 @@ def test_finetune_on_an_efficientnet_base_exports_and_answers(job_server, digits
     pngs = [png for png, _ in held_out]
     with ZooClient(job_server.address, token=TOKEN) as zoo:
         dataset = zoo.upload_dataset(folder)
-        # split_seed 1: on the default split this random-weights model's logits reach 1e5 and
-        # Keras float32 is 7e4 from the exact ones; one noise input's top class then differs
-        # between ONNX Runtime and float64 Keras, and verification (top-1 on every input)
-        # refuses the export. A limit of the verification, not of the split; see the report.
-        params = {**DIGITS_FAST, "epochs": 5, "image_size": size, "split_seed": 1}
+        # On the default split this random-weights model's logits reach 1e5 and Keras float32
+        # is 7e4 from the exact ones, so one noise input's top class differs between ONNX
+        # Runtime and float64 Keras within that error: a tie the verification accepts
+        # (zoo.export.verify), where it used to refuse the export (measured: 7 of 8 inputs
+        # agree, 1 tie; ONNX 2.0e4 from float64 Keras against a tolerance of 1.4e5).
+        params = {**DIGITS_FAST, "epochs": 5, "image_size": size}
         job = zoo.finetune("EfficientNetB0", dataset, "digits-effnet", **params)
         final = job.wait()
         assert final.state == "SUCCEEDED", final.error

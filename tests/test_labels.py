@@ -215,7 +215,7 @@ def test_tiny_versions_answer_differently(twin: tuple[Repository, list[Path]]) -
 # -- through a real server: tritonclient (gRPC and REST), the SDK, /v1 and the CLI ----------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one per test: each test starts from two unlabelled versions, in any order
 def labelled_server(tmp_path_factory: pytest.TempPathFactory):
     from conftest import TOKEN
     from serving import start_server
@@ -371,7 +371,8 @@ def test_labels_through_the_cli(labelled_server, tmp_path: Path) -> None:
     done = run_zoo("models", "--server", server.address, "--json")
     assert done.returncode == 0, done.stderr
     (served,) = json.loads(done.stdout)
-    assert served["labels"] == {"candidate": 2, "canary": 2, "stable": 1}
+    # The module's other tests move labels too: compare with this test's own promote answer.
+    assert served["labels"] == state["labels"] and served["labels"]["canary"] == 2
     done = run_zoo("models", "rollback", "twin", "--label", "canary", "--server", server.address)
     assert done.returncode == 1
     assert "zoo: error: Unauthenticated" in done.stderr and "Traceback" not in done.stderr
@@ -416,3 +417,129 @@ def test_labels_through_the_async_sdk_and_classify(labelled_server) -> None:
         assert other.version == 2 and other.predictions != by_label.predictions
         with pytest.raises(client_errors.NotFound, match="no version labelled 'gamma'"):
             zoo.classify(buffer.getvalue(), "twin", version="gamma", top_k=4)
+
+
+def ready_versions(url: str, name: str) -> list[int]:
+    import httpx
+
+    index = httpx.post(f"{url}/v2/repository/index", json={}, timeout=30).json()
+    return sorted(int(e["version"]) for e in index if e["name"] == name and e["state"] == "READY")
+
+
+def label_change_counts(metrics_port: int) -> dict[tuple[str, str, str], float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).read()
+    return {
+        (s.labels["model"], s.labels["label"], s.labels["action"]): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+        if s.name == "zoo_label_changes_total"
+    }
+
+
+def test_promote_loads_the_new_stable_before_answering(tmp_path: Path) -> None:
+    """On a loaded model, promote and rollback of stable load the new default version before
+    they answer; a version that cannot load leaves stable where it was, with a clear error.
+    Label changes are counted for Prometheus, and a label at a version deleted by hand is a
+    NOT_FOUND naming both."""
+    import shutil
+
+    import httpx
+    from conftest import TOKEN
+    from serving import start_server
+    from tritonclient.utils import InferenceServerException
+
+    from client import ZooClient
+    from client import errors as client_errors
+
+    repository = Repository(tmp_path / "repo")
+    files = publish_versions(repository, "twin", 3)
+    publish_versions(repository, "idle", 2)
+    server = start_server(repository.root, tmp_path, "--token", TOKEN)
+    try:
+        url = server.http_url
+        assert ready_versions(url, "twin") == []
+        np.testing.assert_allclose(
+            grpc_logits(server.address),
+            onnxruntime_logits(files[2], pixels()),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+        assert ready_versions(url, "twin") == [3]  # the newest, loaded by the request
+        with ZooClient(server.address, token=TOKEN) as zoo:
+            # loaded before the answer: version 1 is READY with no request made for it, and
+            # version 3, now neither the default nor labelled, is let go
+            assert zoo.promote("twin", 1).default_version == 1
+            assert ready_versions(url, "twin") == [1]
+            zoo.promote("twin", 2, label="candidate")  # not stable: nothing is loaded for it
+            assert ready_versions(url, "twin") == [1]
+            zoo.promote("twin", 3)
+            assert ready_versions(url, "twin") == [3]
+            assert zoo.rollback("twin").labels["stable"] == 1  # rollback loads its target too
+            assert ready_versions(url, "twin") == [1]
+            # a model nobody asked for stays unloaded
+            zoo.promote("idle", 1)
+            assert ready_versions(url, "idle") == []
+
+            # a stable version that cannot load: the label stays, the error says why
+            (repository.root / "twin" / "3" / "model.onnx").write_bytes(b"not an ONNX file")
+            with pytest.raises(client_errors.FailedPrecondition) as info:
+                zoo.promote("twin", 3)
+            message = str(info.value)
+            assert "model 'twin' version 3 failed to load" in message
+            assert message.endswith("label 'stable' stays at version 1")
+            assert zoo.labels("twin").labels == {"candidate": 2, "stable": 1}
+            with httpx.Client(base_url=url, timeout=60) as http:
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                answer = http.post("/v1/models/twin/promote", json={"version": 3}, headers=auth)
+                assert answer.status_code == 400, answer.text
+                assert "stays at version 1" in answer.json()["error"]
+            np.testing.assert_allclose(
+                grpc_logits(server.address),
+                onnxruntime_logits(files[0], pixels()),
+                rtol=1e-5,
+                atol=1e-5,
+            )
+
+        # every change counted by model, label and action (refusals are not changes)
+        assert label_change_counts(server.metrics_port) == {
+            ("idle", "stable", "promote"): 1,
+            ("twin", "candidate", "promote"): 1,
+            ("twin", "stable", "promote"): 2,
+            ("twin", "stable", "rollback"): 1,
+        }
+
+        # the stable version deleted by hand: NOT_FOUND naming the label and the version
+        shutil.rmtree(repository.root / "twin" / "1")
+        with pytest.raises(InferenceServerException) as error:
+            grpc_logits(server.address)
+        assert error.value.status() == "StatusCode.NOT_FOUND"
+        assert (
+            "label 'stable' points at version 1, which is not in the repository (versions: 2, 3)"
+            in error.value.message()
+        )
+        with pytest.raises(InferenceServerException) as error:
+            grpc_logits(server.address, "stable")
+        assert error.value.status() == "StatusCode.NOT_FOUND"
+        assert "label 'stable' points at version 1" in error.value.message()
+        answer = httpx.get(f"{url}/v2/models/twin", timeout=30)
+        assert answer.status_code == 404 and "points at version 1" in answer.json()["error"]
+        # the console's model page still gets the model, its versions and the reason
+        answer = httpx.get(f"{url}/v1/models/twin", timeout=30)
+        assert answer.status_code == 200, answer.text
+        shown = answer.json()
+        assert shown["versions"] == [2, 3]
+        assert shown["evaluation"] is None and "points at version 1" in shown["error"]
+        answer = httpx.get(f"{url}/v1/models/twin?version=1", timeout=30)
+        assert answer.status_code == 404  # a version asked for by number is still not there
+        np.testing.assert_allclose(  # numbers still work
+            grpc_logits(server.address, "2"),
+            onnxruntime_logits(files[1], pixels()),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    finally:
+        assert server.stop() == 0, server.log.read_text()[-3000:]

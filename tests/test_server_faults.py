@@ -315,8 +315,9 @@ def test_sigterm_under_load_completes_in_flight_requests(served_repository: Path
     refused = [r for r in results if r != (64, 1000)]
     assert completed, results
     # after SIGTERM new calls are refused, never cut off with a wrong answer: UNAVAILABLE, or
-    # CANCELLED for a call that reached gRPC's core as its shutdown began and never reached a
-    # handler (seen about one run in three with the HTTP server draining beside it)
+    # CANCELLED for a call that reached gRPC's core as its shutdown began and was never handed
+    # to a handler (about one run in three): gRPC core ends such pending calls with CANCELLED,
+    # grpc/grpc issue 41785 (its fix, pull request 41786, changes that to UNAVAILABLE)
     assert all(r in ("Unavailable", "Cancelled") for r in refused), results
     assert "draining in-flight requests" in running.log.read_text()
 

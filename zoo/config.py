@@ -120,7 +120,8 @@ class ServerConfig:
         default=0,
         metadata={
             "help": "ONNX Runtime threads per run (0: auto; on a CPU one, with one instance "
-            "per core running side by side)."
+            "per core running side by side, and a lone run on every core through a second "
+            "session sharing the weights)."
         },
     )
     eager_models: tuple[str, ...] = field(
@@ -205,6 +206,16 @@ class ServerConfig:
     job_stale_after_s: float = field(
         default=30.0,
         metadata={"help": "A running job whose worker is silent this long is resumed elsewhere."},
+    )
+    mlflow_tracking_uri: str = field(
+        default="",
+        metadata={
+            "help": "MLflow tracking URI for fine-tune jobs (needs the mlflow extra; empty: "
+            "no MLflow logging)."
+        },
+    )
+    mlflow_experiment: str = field(
+        default="keras-zoo", metadata={"help": "MLflow experiment the jobs' runs go to."}
     )
     max_upload_bytes: int = field(
         default=2 * 2**30, metadata={"help": "Largest dataset archive accepted."}

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -110,6 +111,7 @@ class Repository:
         self.root = Path(root)
         self._listing: dict[str, tuple[int, list[int]]] = {}
         self._labels: dict[str, tuple[tuple[int, int, int], Labels]] = {}
+        self._paths: dict[tuple[str, str], str] = {}
         if self.root.exists() and not self.root.is_dir():
             raise InvalidArgument(
                 f"repository path {str(self.root)!r} is a file; expected a directory"
@@ -137,6 +139,18 @@ class Repository:
         numbers = ((p, _version_of(p.name)) for p in model_dir.iterdir())
         return sorted(n for p, n in numbers if n and p.is_dir() and (p / MODEL_FILE).is_file())
 
+    def _path_of(self, model: str, file: str = "") -> str:
+        """``<root>/<model>[/<file>]`` as a string, the name checked once and remembered:
+        pathlib costs more than the stat itself on the request path."""
+        key = (model, file)
+        path = self._paths.get(key)
+        if path is None:
+            validate_model_name(model)
+            path = os.path.join(self.root, model, file) if file else os.path.join(self.root, model)
+            if len(self._paths) < 10_000:  # names come from requests: bounded
+                self._paths[key] = path
+        return path
+
     def versions(self, model: str) -> list[int]:
         """Versions of ``model``, oldest first. Unknown model: NotFound.
 
@@ -145,11 +159,11 @@ class Repository:
         (a rename into it) always does: one stat instead of a directory scan. Removing a
         model.onnx by hand from inside a version directory is not seen until the next change.
         """
-        validate_model_name(model)
         model_dir = self.root / model
-        try:
-            stamp = model_dir.stat().st_mtime_ns if model_dir.is_dir() else None
-        except OSError:
+        try:  # one stat on a string path: this runs on every request
+            st = os.stat(self._path_of(model))
+            stamp = st.st_mtime_ns if stat.S_ISDIR(st.st_mode) else None
+        except (OSError, ValueError):
             stamp = None
         cached = self._listing.get(model)
         # Timestamps tick coarsely (a few ms): a directory changed in the last second may
@@ -208,13 +222,12 @@ class Repository:
         place, one history entry longer, so the next request after a promote, from this
         process or another, sees it (even if the inode is reused within a timestamp tick).
         """
-        validate_model_name(model)
-        model_dir = self.root / model
         try:
-            st = (model_dir / version_labels.LABELS_FILE).stat()
-        except FileNotFoundError:
+            st = os.stat(self._path_of(model, version_labels.LABELS_FILE))
+        except (FileNotFoundError, NotADirectoryError):
             self.versions(model)  # NotFound for an unknown model
             return Labels()
+        model_dir = self.root / model
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         cached = self._labels.get(model)
         if cached is not None and cached[0] == stamp:

@@ -184,11 +184,107 @@ def finetune(
             _finish(job.wait(progress=True))
 
 
-def _finish(job: Any) -> None:
+@app.command()
+def search(
+    base: str = typer.Option(..., "--base", help="Catalog model to start from."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset id (from zoo upload)."),
+    output: str = typer.Option(..., "--output", help="Name of the new model in the repository."),
+    space: Path = typer.Option(
+        ...,
+        "--space",
+        help='JSON file: parameter -> list of values, or {"low", "high", "log"} (random).',
+    ),
+    strategy: str = typer.Option("grid", "--strategy", help="grid, random or tpe (optuna)."),
+    parallel: int = typer.Option(0, "--parallel", help="tpe: trials per wave (0: 2)."),
+    trials: int = typer.Option(0, "--trials", help="Random draws (grid: 0 or the grid's size)."),
+    promote: str = typer.Option(
+        "never", "--promote", help="never, always or if_better, for the best trial only."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random draws."),
+    early_stopping: str = typer.Option(
+        "median", "--early-stopping", help="median (stop trials below the median) or none."
+    ),
+    min_trials: int = typer.Option(
+        0, "--min-trials", help="Other trials the median rule waits for (0: 2)."
+    ),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Base training parameter KEY=VALUE (repeatable)."
+    ),
+    base_arg: list[str] = typer.Option(
+        [], "--base-arg", help="Keras constructor argument KEY=VALUE, e.g. alpha=0.35."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the search until it ends."),
+    allow_other_source: bool = typer.Option(
+        False,
+        "--allow-other-source",
+        help="Add the versions even if the output model serves another base or model.",
+    ),
+    server: str = SERVER_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Start a search over fine-tuning settings: one fine-tune job per trial, the best promoted."""
+    from client import ZooClient
+
+    try:
+        grid = json.loads(space.read_text())
+    except (OSError, ValueError) as e:
+        raise CommandError(f"--space must be a readable JSON file; {space}: {e}") from None
+    params = _pairs(param, "--param")
+    if base_arg:
+        params["base_kwargs"] = _pairs(base_arg, "--base-arg")
+    with ZooClient(server, token=token) as remote:
+        job = remote.search(
+            base, dataset, output, grid, strategy=strategy, trials=trials, promote=promote,
+            seed=seed, early_stopping=early_stopping, min_trials=min_trials,
+            allow_other_source=allow_other_source, parallel=parallel, **params,
+        )  # fmt: skip
+        out.print(f"job {job.id} {job.state}: {len(job.params.get('trials', []))} trials")
+        if wait:
+            job = job.wait(progress=True)
+            print_trials(job.result or {})
+            _finish(job, show_result=False)
+
+
+def print_trials(result: dict[str, Any]) -> None:
+    """A search's table of trials (``zoo.jobs.search.SearchResult.to_dict``)."""
+    table = Table(title="trials", box=box.SIMPLE_HEAD)
+    for column in ("Trial", "Params", "State", "Val acc per epoch", "Best", "Final", "Test"):
+        table.add_column(column)
+    for column in ("Version", "Seconds", "Note"):
+        table.add_column(column)
+
+    def figure(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    best = result.get("best_trial")
+    for t in result.get("trials", []):
+        mark = " *" if t["trial"] == best else ""
+        table.add_row(
+            f"{t['trial']}{mark}",
+            ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in t["params"].items()),
+            t["state"],
+            " ".join(f"{v:.2f}" for v in t["val_accuracy"]) or "-",
+            figure(t["best_val_accuracy"]),
+            figure(t["final_val_accuracy"]),
+            figure(t["test_accuracy"]),
+            "-" if t["version"] is None else str(t["version"]),
+            "-" if t["duration_s"] is None else f"{t['duration_s']:.1f}",
+            t["note"] or "",
+        )  # fmt: skip
+    out.print(table)
+    if best is not None:
+        out.print(f"best: trial {best} (*), by {result.get('selected_by', '')}", markup=False)
+    if result.get("promotion"):
+        out.print(f"{result.get('model')} version {result.get('version')}: "
+                  f"{result['promotion']}", markup=False)  # fmt: skip
+
+
+def _finish(job: Any, show_result: bool = True) -> None:
     out.print(f"job {job.id} {job.state}")
     if job.error:
         err.print(f"zoo: job failed: {job.error}", markup=False)
-    if job.result:
+    if job.result and show_result:
         print_json(job.result)
     if job.state != "SUCCEEDED":
         raise typer.Exit(1)
@@ -234,6 +330,9 @@ def jobs_show(job_id: str, server: str = SERVER_OPTION, as_json: bool = JSON_OPT
     if job.error:
         out.print(f"error: {job.error}", markup=False)
     result = job.result or {}
+    if job.kind == "search":
+        print_trials(result)
+        return
     if "version" in result:
         accuracy = result.get("val_accuracy")
         line = f"published {result.get('model')} version {result['version']}"

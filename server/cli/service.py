@@ -153,6 +153,8 @@ def worker(
         config.repository,
         stale_after_s=config.job_stale_after_s,
         gpu=gpu,
+        mlflow_tracking_uri=config.mlflow_tracking_uri,
+        mlflow_experiment=config.mlflow_experiment,
     )
     Worker(settings).run_forever(stop)
 

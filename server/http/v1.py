@@ -27,6 +27,22 @@ from zoo.jobs.records import JobEvent
 from zoo.serving.dataplane import MAX_REQUEST_BATCH, ModelLabels, ModelSummary
 
 ZOO = "/zoo.v1."
+# POST /v1/jobs/search: each field's JSON type and default (JobManager.create_search's).
+SEARCH_FIELDS: dict[str, tuple[type, Any]] = {
+    "base_model": (str, ""),
+    "dataset_id": (str, ""),
+    "output_model": (str, ""),
+    "params": (dict, {}),
+    "space": (dict, None),
+    "strategy": (str, "grid"),
+    "trials": (int, 0),
+    "promote": (str, ""),
+    "seed": (int, 0),
+    "early_stopping": (str, ""),
+    "min_trials": (int, 0),
+    "allow_other_source": (bool, False),
+    "parallel": (int, 0),
+}
 
 
 def _summary(s: ModelSummary) -> dict[str, Any]:
@@ -141,7 +157,15 @@ def routes(services: Services) -> list[Route]:
             answer = _summary(summary)
             if summary.versions:
                 version = convert.parse_version(request.query_params.get("version", ""))
-                number, report = plane.evaluation(summary.name, version)
+                try:
+                    number, report = plane.evaluation(summary.name, version)
+                except NotFound as e:
+                    if version is not None:
+                        raise
+                    # the default version is gone (a label left pointing at a version
+                    # deleted by hand): the model and its versions are still worth showing
+                    answer.update(evaluated_version=None, evaluation=None, error=str(e))
+                    return JSONResponse(answer)
                 answer["evaluated_version"] = number
                 answer["evaluation"] = report.to_dict() if report else None
             return JSONResponse(answer)
@@ -272,6 +296,16 @@ def routes(services: Services) -> list[Route]:
         )
         return JSONResponse(job.to_dict(), status_code=201)
 
+    async def create_search(request: Request) -> Response:
+        token(request, ZOO + "Jobs/CreateSearchJob")
+        body = await _json_object(request, services)
+        _known(body, set(SEARCH_FIELDS))
+        fields = {
+            key: _field(body, key, kind, default) for key, (kind, default) in SEARCH_FIELDS.items()
+        }
+        job = await off_loop(io, lambda: manager.create_search(**fields))
+        return JSONResponse(job.to_dict(), status_code=201)
+
     async def get_job(request: Request) -> Response:
         job_id = request.path_params["id"]
         return JSONResponse((await off_loop(io, lambda: manager.get(job_id))).to_dict())
@@ -328,6 +362,7 @@ def routes(services: Services) -> list[Route]:
         Route("/v1/jobs", list_jobs),
         Route("/v1/jobs/finetune", create_finetune, methods=["POST"]),
         Route("/v1/jobs/export", create_export, methods=["POST"]),
+        Route("/v1/jobs/search", create_search, methods=["POST"]),
         Route("/v1/jobs/{id}", get_job),
         Route("/v1/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/v1/jobs/{id}/events", job_events),

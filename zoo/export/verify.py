@@ -15,6 +15,15 @@ is nearer the exact logits than Keras is. The relative float32 error of Keras gr
 depth, 8.5e-7 after conv2, 2.4e-6 after conv3, 1.5e-5 after conv4 (36 blocks) and 4.3e-4
 after conv5. A planted error (another mode's preprocessing, channels swapped) is hundreds of
 times over either tolerance in every family (tests/test_export.py).
+
+Top-1 must agree on every input, except where the reference itself cannot tell: an input
+whose top class in ONNX Runtime scores, in the reference, within the tolerance of the
+reference's top class (its top-1/top-2 gap is inside the numeric tolerance) is a tie, not a
+disagreement. With random weights EfficientNetB0's logits reach 1e5 and Keras's float32 is
+7e4 from the exact ones, so one noise input's top class flipped within float32 error and
+refused an export that was, logit for logit, inside the tolerance. A real error moves logits
+by far more than the tolerance, so it fails on the logits whatever the classes do; a flip
+with a gap over the tolerance fails too (``top1_ties`` counts the ties accepted).
 """
 
 from __future__ import annotations
@@ -74,9 +83,22 @@ class Verification:
     # Set when judged against the exact (float64) logits: ONNX's and Keras's distance to them.
     max_abs_exact_diff: float | None = None
     keras_float32_error: float | None = None
+    top1_ties: int = 0  # inputs whose top-1 differs within the tolerance (accepted)
 
     def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
+
+
+def top1_checks(
+    reference: np.ndarray, candidate: np.ndarray, tolerance: float
+) -> tuple[float, int, bool]:
+    """(agreement, ties, all agree or tie): a disagreement is a tie when the candidate's top
+    class scores, in ``reference``, within ``tolerance`` of the reference's top class."""
+    chosen = candidate.argmax(-1)
+    agree = reference.argmax(-1) == chosen
+    picked = np.take_along_axis(reference, chosen[:, None], axis=-1)[:, 0]
+    tie = ~agree & (reference.max(-1) - picked <= tolerance)
+    return float(np.mean(agree)), int(np.sum(tie)), bool(np.all(agree | tie))
 
 
 def compare_logits(
@@ -89,7 +111,7 @@ def compare_logits(
     diff = float(np.max(np.abs(reference - candidate)))
     scale = float(np.max(np.abs(reference)))
     tolerance = rel_tol * max(scale, 1e-12)
-    agreement = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
+    agreement, ties, classes_ok = top1_checks(reference, candidate, tolerance)
     spread = float(np.mean(np.std(reference, axis=0)))
     return Verification(
         inputs=int(reference.shape[0]),
@@ -98,7 +120,8 @@ def compare_logits(
         tolerance=tolerance,
         top1_agreement=agreement,
         logit_spread=spread,
-        passed=bool(diff <= tolerance and agreement == 1.0),
+        passed=bool(diff <= tolerance and classes_ok),
+        top1_ties=ties,
     )
 
 
@@ -113,7 +136,8 @@ def compare_with_exact(
 
     ``reference`` is Keras's float32 answer; its distance to ``exact`` is what float32 costs
     this network on these inputs. The tolerance is ``margin`` times that, or ``rel_tol`` of
-    the logit scale, whichever is larger; top-1 must agree with the exact answer.
+    the logit scale, whichever is larger; top-1 must agree with the exact answer, or tie in
+    it within the tolerance.
     """
     exact = np.asarray(exact, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
@@ -123,12 +147,13 @@ def compare_with_exact(
     keras_error = float(np.max(np.abs(np.asarray(reference, dtype=np.float64) - exact)))
     exact_diff = float(np.max(np.abs(candidate - exact)))
     tolerance = max(base.tolerance, margin * keras_error)
-    agreement = float(np.mean(exact.argmax(-1) == candidate.argmax(-1)))
+    agreement, ties, classes_ok = top1_checks(exact, candidate, tolerance)
     return dataclasses.replace(
         base,
         tolerance=tolerance,
         top1_agreement=agreement,
-        passed=bool(exact_diff <= tolerance and agreement == 1.0),
+        top1_ties=ties,
+        passed=bool(exact_diff <= tolerance and classes_ok),
         max_abs_exact_diff=exact_diff,
         keras_float32_error=keras_error,
     )

@@ -8,17 +8,19 @@ own child process and publishes nothing; the job then ends CANCELLED.
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import json
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.catalog import get_spec
-from zoo.errors import Cancelled, ZooError
-from zoo.jobs.datasets import DatasetStore
+from zoo.catalog import ModelSpec, get_spec
+from zoo.errors import Cancelled, FailedPrecondition, ZooError
+from zoo.jobs.datasets import Dataset, DatasetStore
 from zoo.jobs.promotion import label_published
 from zoo.jobs.records import (
     EventType,
@@ -29,7 +31,19 @@ from zoo.jobs.records import (
     JobKind,
     JobState,
 )
+from zoo.jobs.search import (
+    SearchJobSpec,
+    SearchResult,
+    best_trial,
+    epoch_accuracies,
+    median_rule,
+    read_trials,
+    tpe_history,
+    tpe_wave,
+)
+from zoo.jobs.splits import DatasetSplit
 from zoo.jobs.store import JobStore
+from zoo.jobs.tracking import Tracker, open_tracker
 from zoo.lifetime import die_with_parent
 from zoo.manifest import Evaluation, Manifest
 from zoo.repository import ModelVersion, Repository
@@ -38,6 +52,7 @@ if TYPE_CHECKING:
     from zoo.export.exporter import ExportResult
 
 _stop_requested = False
+_stopped_early: str | None = None  # why a search's median rule stopped this trial
 
 
 def _request_stop(_signum: int, _frame: Any) -> None:
@@ -46,28 +61,89 @@ def _request_stop(_signum: int, _frame: Any) -> None:
 
 
 def should_stop() -> bool:
-    return _stop_requested
+    return _stop_requested or _stopped_early is not None
+
+
+def _median_rule_check(
+    store: JobStore, job_id: str, search_id: str, payload: dict[str, Any]
+) -> None:
+    """After an epoch of a search's trial: stop it if the search's median rule says so."""
+    global _stopped_early
+    if "val_accuracy" not in payload or _stopped_early is not None:
+        return
+    search = SearchJobSpec.from_dict(store.get(search_id).params)
+    if search.early_stopping != "median":
+        return
+    point = (int(payload["phase"]), int(payload["epoch"]))
+    peers = []
+    for trial in store.children(search_id):
+        if trial.id == job_id:
+            continue
+        epochs = [e.payload for e in store.events(trial.id) if e.type is EventType.EPOCH]
+        reported = epoch_accuracies(epochs)
+        if point in reported:
+            peers.append(reported[point])
+    where = f"phase {point[0]} epoch {point[1]}"
+    _stopped_early = median_rule(float(payload["val_accuracy"]), peers, search.min_trials, where)
+    if _stopped_early is not None:
+        store.add_event(job_id, EventType.LOG, {"message": _stopped_early})
 
 
 def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneResult:
+    job_spec = FineTuneJobSpec.from_dict(job.params)
+    spec = get_spec(job_spec.base_model)
+    params = job_spec.params
+    dataset = DatasetStore(Path(setup["data_dir"]) / "datasets").get(job_spec.dataset_id)
+    workdir = Path(setup["data_dir"]) / "jobs" / job.id
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracker = open_tracker(
+        setup.get("mlflow_tracking_uri"),
+        setup.get("mlflow_experiment") or "keras-zoo",
+        job.id,
+        {"base_model": spec.name, "dataset_id": dataset.id, **params.to_dict()},
+        {"zoo.output_model": job_spec.output_model, "zoo.base_model": spec.name},
+        lambda message: store.add_event(job.id, EventType.LOG, {"message": message}),
+    )
+    try:
+        result = _finetune(job, store, setup, job_spec, spec, dataset, workdir, tracker)
+    except Cancelled:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+    return result
+
+
+def _finetune(
+    job: Job,
+    store: JobStore,
+    setup: dict[str, Any],
+    job_spec: FineTuneJobSpec,
+    spec: ModelSpec,
+    dataset: Dataset,
+    workdir: Path,
+    tracker: Tracker,
+) -> FineTuneResult:
     from zoo.export.exporter import export_model
     from zoo.jobs.evaluation import evaluate_onnx, write_tensorboard
     from zoo.jobs.training import TENSORBOARD_DIR, train
 
-    job_spec = FineTuneJobSpec.from_dict(job.params)
-    spec = get_spec(job_spec.base_model)
     params = job_spec.params
     datasets = DatasetStore(Path(setup["data_dir"]) / "datasets")
-    dataset = datasets.get(job_spec.dataset_id)
     split = datasets.split(
         dataset.id, params.validation_split, params.test_split, params.split_seed
     )
     parts = datasets.split_files(dataset.id, split)
-    workdir = Path(setup["data_dir"]) / "jobs" / job.id
-    workdir.mkdir(parents=True, exist_ok=True)
 
     def report(kind: str, payload: dict[str, Any]) -> None:
         store.add_event(job.id, EventType(kind), payload)
+        if kind == "epoch":
+            figures = {k: v for k, v in payload.items() if k not in ("phase", "epoch", "seconds")}
+            tracker.epoch(payload["phase"], payload["epoch"], figures)
+            if job_spec.search_id is not None:
+                _median_rule_check(store, job.id, job_spec.search_id, payload)
 
     report(
         "log",
@@ -98,6 +174,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
             report("log", {"message": "no test report: Classify decodes none of the test images"})
             return None
         write_tensorboard(workdir / TENSORBOARD_DIR / "evaluation", evaluation)
+        tracker.evaluation(evaluation)
         report("log", {"message": f"test accuracy {evaluation.accuracy:.3f}"})
         return evaluation
 
@@ -124,20 +201,6 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
         evaluate=evaluate,
     )
 
-    def stable_accuracy(stable: ModelVersion) -> float | None:
-        """The stable version's accuracy on this job's test images: its stored report when it
-        was tested on the same split, else computed now; None when its classes differ."""
-        manifest = stable.manifest()
-        if list(manifest.labels) != list(result.class_names):
-            return None
-        if manifest.evaluation is not None and manifest.evaluation.split == split.id:
-            return manifest.evaluation.accuracy
-        report("log", {"message": f"testing stable version {stable.version} on the same images"})
-        evaluation = evaluate_onnx(
-            stable.model_file, manifest, split.id, parts["test"], dataset.path, result.class_names
-        )
-        return evaluation.accuracy if evaluation else None
-
     evaluation = exported.manifest.evaluation
     promotion = label_published(
         Repository(setup["repository"]),
@@ -146,7 +209,7 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
         params.promote,
         job.id,
         accuracy=evaluation.accuracy if evaluation else None,
-        stable_accuracy=stable_accuracy,
+        stable_accuracy=_stable_accuracy(datasets, dataset.id, split, result.class_names, report),
     )
     report("log", {"message": promotion.reason})
     return FineTuneResult(
@@ -161,6 +224,94 @@ def run_finetune(job: Job, store: JobStore, setup: dict[str, Any]) -> FineTuneRe
         evaluation=evaluation,
         labels=list(promotion.labels),
         promotion=promotion.reason,
+    )
+
+
+def _stable_accuracy(
+    datasets: DatasetStore,
+    dataset_id: str,
+    split: DatasetSplit,
+    class_names: list[str],
+    report: Callable[[str, dict[str, Any]], None],
+) -> Callable[[ModelVersion], float | None]:
+    """How ``if_better`` measures the stable version on a job's test images: its stored
+    report when it was tested on the same split, else computed now; None when its classes
+    differ."""
+
+    def stable_accuracy(stable: ModelVersion) -> float | None:
+        from zoo.jobs.evaluation import evaluate_onnx
+
+        manifest = stable.manifest()
+        if list(manifest.labels) != list(class_names):
+            return None
+        if manifest.evaluation is not None and manifest.evaluation.split == split.id:
+            return manifest.evaluation.accuracy
+        report("log", {"message": f"testing stable version {stable.version} on the same images"})
+        dataset = datasets.get(dataset_id)
+        test = datasets.split_files(dataset_id, split)["test"]
+        evaluation = evaluate_onnx(
+            stable.model_file, manifest, split.id, test, dataset.path, class_names
+        )
+        return evaluation.accuracy if evaluation else None
+
+    return stable_accuracy
+
+
+def run_search(job: Job, store: JobStore, setup: dict[str, Any]) -> SearchResult | None:
+    """A search whose trials have ended: its table, and the promote rule on the best trial;
+    or, for tpe with trials still to come, the next wave queued (None: not ended)."""
+    search = SearchJobSpec.from_dict(job.params)
+    rows = read_trials(store, job)
+    if search.strategy == "tpe" and len(search.trials) < search.planned:
+        count = min(search.parallel, search.planned - len(search.trials))
+        wave = tpe_wave(search.dimensions(), tpe_history(rows), count, search.seed, search.parallel)
+        grown = dataclasses.replace(search, trials=[*search.trials, *wave])
+        specs = [
+            FineTuneJobSpec(
+                search.base_model, search.dataset_id, search.output_model,
+                grown.trial_params(i), job.id, i,
+            ).to_dict()
+            for i in range(len(search.trials), len(grown.trials))
+        ]  # fmt: skip
+        store.extend_search(job.id, str(job.worker), grown.to_dict(), specs)
+        return None
+    best = best_trial(rows)
+    if best is None or best.version is None:
+        states = ", ".join(f"trial {t.trial} {t.state}" for t in rows) or "no trials"
+        raise FailedPrecondition(f"no trial of the search succeeded ({states})")
+    if should_stop():
+        raise Cancelled("cancelled by request")
+    trial_result = store.get(best.job_id).finetune_result()
+    assert trial_result is not None  # it succeeded
+    params = search.trial_params(best.trial)
+    datasets = DatasetStore(Path(setup["data_dir"]) / "datasets")
+    split = datasets.split(
+        search.dataset_id, params.validation_split, params.test_split, params.split_seed
+    )
+
+    def report(kind: str, payload: dict[str, Any]) -> None:
+        store.add_event(job.id, EventType(kind), payload)
+
+    report("log", {"message": f"trial {best.trial} is the best: version {best.version}"})
+    promotion = label_published(
+        Repository(setup["repository"]),
+        search.output_model,
+        best.version,
+        search.promote,
+        job.id,
+        accuracy=best.test_accuracy,
+        stable_accuracy=_stable_accuracy(
+            datasets, search.dataset_id, split, trial_result.class_names, report
+        ),
+    )
+    report("log", {"message": promotion.reason})
+    return SearchResult(
+        rows,
+        best.trial,
+        search.output_model,
+        best.version,
+        list(promotion.labels),
+        promotion.reason,
     )
 
 
@@ -194,10 +345,20 @@ def main() -> int:
     store = JobStore(setup["database"])
     job = store.get(setup["job_id"])
     try:
-        run = run_finetune if job.kind is JobKind.FINETUNE else run_export
-        result = run(job, store, setup).to_dict()
+        if job.kind is JobKind.FINETUNE:
+            result = run_finetune(job, store, setup).to_dict()
+        elif job.kind is JobKind.SEARCH:
+            ended = run_search(job, store, setup)
+            if ended is None:  # a tpe wave queued: the search goes on
+                return 0
+            result = ended.to_dict()
+        else:
+            result = run_export(job, store, setup).to_dict()
     except Cancelled:
-        store.set_state(job.id, JobState.CANCELLED)
+        if _stopped_early is not None and store.get(job.id).state is JobState.RUNNING:
+            # the search cancels its trial, through the same states as a user's cancel
+            store.set_state(job.id, JobState.CANCELLING)
+        store.set_state(job.id, JobState.CANCELLED, error=_stopped_early)
         return 0
     except ZooError as e:
         store.set_state(job.id, JobState.FAILED, error=f"{type(e).__name__}: {e}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -13,10 +14,24 @@ from typing import Any
 from zoo.catalog import get_spec, list_models
 from zoo.catalog.options import check_options
 from zoo.catalog.weights import WeightsSource
-from zoo.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from zoo.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from zoo.export.exporter import INPUT_MODES
 from zoo.jobs.datasets import DatasetStore
-from zoo.jobs.records import ExportJobSpec, FineTuneJobSpec, Job, JobEvent, JobKind, JobState
+from zoo.jobs.records import (
+    ExportJobSpec,
+    FineTuneJobSpec,
+    Job,
+    JobEvent,
+    JobKind,
+    JobState,
+)
+from zoo.jobs.search import SearchJobSpec, SearchResult, best_trial, read_trials, search_spec
 from zoo.jobs.store import JobStore
 from zoo.jobs.training import TENSORBOARD_DIR, FineTuneParams
 from zoo.repository import MAX_VERSION, Repository, validate_model_name
@@ -87,6 +102,18 @@ class JobManager:
         params: dict[str, Any],
         allow_other_source: bool = False,
     ) -> Job:
+        job = self._finetune_spec(base_model, dataset_id, output_model, params, allow_other_source)
+        return self.store.create(JobKind.FINETUNE, job.to_dict())
+
+    def _finetune_spec(
+        self,
+        base_model: str,
+        dataset_id: str,
+        output_model: str,
+        params: dict[str, Any],
+        allow_other_source: bool,
+    ) -> FineTuneJobSpec:
+        """Every check of a fine-tune request (also a search's base), before a job exists."""
         spec = get_spec(base_model)  # NotFound with suggestions
         dataset = self.datasets.get(dataset_id)  # NotFound / InvalidArgument
         name = validate_model_name(output_model)
@@ -100,8 +127,58 @@ class JobManager:
         base_kwargs = check_options(spec, checked.base_kwargs, checked.weights == "imagenet")
         checked = dataclasses.replace(checked, base_kwargs=base_kwargs)
         self._check_output(name, f"a fine-tune of {spec.name}", allow_other_source)
-        job = FineTuneJobSpec(spec.name, dataset.id, name, checked)
-        return self.store.create(JobKind.FINETUNE, job.to_dict())
+        return FineTuneJobSpec(spec.name, dataset.id, name, checked)
+
+    def create_search(
+        self,
+        base_model: str,
+        dataset_id: str,
+        output_model: str,
+        params: dict[str, Any],
+        space: object,
+        strategy: str = "grid",
+        trials: int = 0,
+        promote: str = "",
+        seed: int = 0,
+        early_stopping: str = "",
+        min_trials: int = 0,
+        allow_other_source: bool = False,
+        parallel: int = 0,
+    ) -> Job:
+        """A search job and its trials, every one checked first (``zoo.jobs.search``): a bad
+        request creates nothing."""
+        # The base and the output are checked as one fine-tune job's would be.
+        base = self._finetune_spec(base_model, dataset_id, output_model, params, allow_other_source)
+        base_params = base.params.to_dict()
+        if "promote" not in params:  # the search's promote applies; search_spec refuses one here
+            del base_params["promote"]
+        search = search_spec(
+            base.base_model, base.dataset_id, base.output_model, base_params, space, strategy,
+            trials, promote, seed, early_stopping, min_trials, parallel,
+        )  # fmt: skip
+
+        def trial_specs(parent_id: str) -> list[dict[str, Any]]:
+            return [
+                FineTuneJobSpec(
+                    search.base_model,
+                    search.dataset_id,
+                    search.output_model,
+                    search.trial_params(i),
+                    parent_id,
+                    i,
+                ).to_dict()
+                for i in range(len(search.trials))
+            ]
+
+        parent, _ = self.store.create_search(search.to_dict(), trial_specs)
+        return parent
+
+    def search_table(self, job: Job) -> SearchResult:
+        """A search's table as its trials stand now."""
+        rows = read_trials(self.store, job)
+        best = best_trial(rows)
+        output = SearchJobSpec.from_dict(job.params).output_model
+        return SearchResult(rows, best.trial if best else None, output)
 
     def create_export(
         self,
@@ -131,7 +208,11 @@ class JobManager:
         return self.store.create(JobKind.EXPORT, job.to_dict())
 
     def get(self, job_id: str) -> Job:
-        return self.store.get(job_id)
+        """The job; a search that has not ended carries its table so far as its result."""
+        job = self.store.get(job_id)
+        if job.kind is JobKind.SEARCH and not job.state.terminal:
+            return dataclasses.replace(job, result=self.search_table(job).to_dict())
+        return job
 
     def jobs(self, state: str = "", limit: int = 100) -> list[Job]:
         if state and state not in JobState.__members__:
@@ -141,7 +222,19 @@ class JobManager:
         return self.store.jobs(JobState(state) if state else None, limit or 100)
 
     def cancel(self, job_id: str) -> Job:
-        return self.store.request_cancel(job_id)
+        """Cancel a job; a search's trials first. A search held by no worker (its trials were
+        running) ends CANCELLED at once; its running trials stop at their next batch."""
+        job = self.store.get(job_id)
+        if job.kind is not JobKind.SEARCH or job.state.terminal:
+            return self.store.request_cancel(job_id)
+        for trial in self.store.children(job.id):
+            if not trial.state.terminal and trial.state is not JobState.CANCELLING:
+                with contextlib.suppress(FailedPrecondition):  # it ended meanwhile
+                    self.store.request_cancel(trial.id)
+        job = self.store.request_cancel(job_id)
+        if job.state is JobState.CANCELLING and job.worker is None:
+            job = self.store.set_state(job_id, JobState.CANCELLED)
+        return job
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         return self.store.events(job_id, after)

@@ -29,6 +29,7 @@ class JobState(enum.StrEnum):
 class JobKind(enum.StrEnum):
     FINETUNE = "finetune"
     EXPORT = "export"
+    SEARCH = "search"  # a parent whose trials are fine-tune jobs (zoo.jobs.search)
 
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
@@ -125,22 +126,30 @@ class FineTuneJobSpec:
     dataset_id: str
     output_model: str
     params: FineTuneParams
+    search_id: str | None = None  # a search's trial: the parent job's id
+    trial: int | None = None  # and its number in the search, from 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        values: dict[str, Any] = {
             "base_model": self.base_model,
             "dataset_id": self.dataset_id,
             "output_model": self.output_model,
             "params": self.params.to_dict(),
         }
+        if self.search_id is not None:
+            values.update(search_id=self.search_id, trial=self.trial)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FineTuneJobSpec:
+        trial = values.get("trial")
         return cls(
             values["base_model"],
             values["dataset_id"],
             values["output_model"],
             FineTuneParams.from_dict(values.get("params", {})),
+            values.get("search_id"),
+            None if trial is None else int(trial),
         )
 
 

@@ -33,14 +33,22 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    exists,
     func,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    aliased,
+    mapped_column,
+    sessionmaker,
+)
 
-from zoo.errors import FailedPrecondition, InvalidArgument, NotFound
+from zoo.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound
 from zoo.jobs.records import EventType, Job, JobEvent, JobKind, JobState, transition
 
 NOTIFY_CHANNEL = "zoo_job_events"
@@ -122,6 +130,17 @@ def _engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _search_id(table: Any) -> Any:
+    """SQL for a job's parent search (its params' ``search_id``); NULL for other jobs. A JSON
+    field rather than a column: databases made before searches existed need no migration."""
+    return table.params["search_id"].as_string()
+
+
+def _parent_id(params: dict[str, Any]) -> str | None:
+    value = params.get("search_id")
+    return str(value) if value is not None else None
 
 
 def _job(row: JobRow) -> Job:
@@ -209,6 +228,94 @@ class JobStore:
             self._add_event(session, row.id, EventType.STATE, {"state": JobState.QUEUED.value})
         return _job(row)
 
+    def create_search(
+        self, params: dict[str, Any], trials: Callable[[str], list[dict[str, Any]]]
+    ) -> tuple[Job, list[Job]]:
+        """A search job and its trials (fine-tune jobs, ``trials(parent_id)`` their params,
+        each holding the parent's id under ``search_id``) in one transaction: all or none.
+        Trials are queued in their order (claims take the oldest first)."""
+        stamp = now()
+        parent = JobRow(
+            id=uuid.uuid4().hex,
+            kind=JobKind.SEARCH.value,
+            state=JobState.QUEUED.value,
+            params=params,
+            created_at=stamp,
+            updated_at=stamp,
+            attempts=0,
+        )
+        rows = [
+            JobRow(
+                id=uuid.uuid4().hex,
+                kind=JobKind.FINETUNE.value,
+                state=JobState.QUEUED.value,
+                params=trial,
+                created_at=stamp + dt.timedelta(microseconds=i + 1),
+                updated_at=stamp,
+                attempts=0,
+            )
+            for i, trial in enumerate(trials(parent.id))
+        ]
+        if any(_parent_id(row.params) != parent.id for row in rows):
+            raise InvalidArgument("every trial of a search must name it as its search_id")
+        with self._session() as session:
+            for row in [parent, *rows]:
+                session.add(row)
+                session.flush()
+                self._add_event(session, row.id, EventType.STATE, {"state": "QUEUED"})
+        return _job(parent), [_job(r) for r in rows]
+
+    def extend_search(
+        self, parent_id: str, worker: str, params: dict[str, Any], trials: list[dict[str, Any]]
+    ) -> list[Job]:
+        """A search's next wave (tpe): its trials queued, its params (which list them)
+        replaced, and the search let go by ``worker``, RUNNING and held by no one until the
+        wave has ended; all in one transaction. Cancelled when the search no longer runs on
+        ``worker`` (a cancel came meanwhile)."""
+        with self._session() as session:
+            parent = self._row(session, parent_id, lock=True)
+            if parent.state != JobState.RUNNING.value or parent.worker != worker:
+                raise Cancelled(f"search {parent_id} is {parent.state}; no more trials")
+            known = session.scalar(
+                select(func.max(JobRow.created_at)).where(_search_id(JobRow) == parent_id)
+            )
+            start = max(now(), _aware(known) or now())
+            rows = [
+                JobRow(
+                    id=uuid.uuid4().hex,
+                    kind=JobKind.FINETUNE.value,
+                    state=JobState.QUEUED.value,
+                    params=trial,
+                    created_at=start + dt.timedelta(microseconds=i + 1),
+                    updated_at=start,
+                    attempts=0,
+                )
+                for i, trial in enumerate(trials)
+            ]
+            if any(_parent_id(row.params) != parent_id for row in rows):
+                raise InvalidArgument("every trial of a search must name it as its search_id")
+            for row in rows:
+                session.add(row)
+                session.flush()
+                self._add_event(session, row.id, EventType.STATE, {"state": "QUEUED"})
+            parent.params = params
+            parent.worker = None
+            parent.heartbeat_at = None
+            parent.updated_at = now()
+            self._add_event(
+                session, parent_id, EventType.LOG,
+                {"message": f"{len(rows)} more trials queued; {worker} lets the search go"},
+            )  # fmt: skip
+            return [_job(r) for r in rows]
+
+    def children(self, parent_id: str) -> list[Job]:
+        """A search's trials, oldest first."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(JobRow).where(_search_id(JobRow) == parent_id).order_by(JobRow.created_at)
+            )
+            return [_job(r) for r in rows]
+
     def get(self, job_id: str) -> Job:
         with self._session() as session:
             return _job(self._row(session, job_id))
@@ -255,8 +362,10 @@ class JobStore:
                 previous = JobState(row.state)
                 if previous is JobState.RUNNING:  # its worker died: back to the queue first
                     transition(previous, JobState.QUEUED)
-                still_claimable = (JobRow.state == JobState.QUEUED.value) | (
-                    JobRow.heartbeat_at < stale
+                still_claimable = (
+                    (JobRow.state == JobState.QUEUED.value)
+                    | (JobRow.heartbeat_at < stale)
+                    | JobRow.worker.is_(None)  # a search whose trials have ended
                 )
                 done = session.execute(
                     update(JobRow)
@@ -273,7 +382,10 @@ class JobStore:
                 )
                 if cast(CursorResult[Any], done).rowcount != 1:
                     continue  # another worker got there first
-                if previous is JobState.RUNNING:
+                parent = _parent_id(row.params)
+                if parent is not None:
+                    self._start_search(session, parent, stamp)
+                if previous is JobState.RUNNING and row.worker is not None:
                     self._add_event(
                         session,
                         row.id,
@@ -288,13 +400,37 @@ class JobStore:
                 return _job(self._row(session, row.id))
         return None
 
+    def _start_search(self, session: Session, parent_id: str, stamp: dt.datetime) -> None:
+        """A search becomes RUNNING, held by no worker, when its first trial starts."""
+        done = session.execute(
+            update(JobRow)
+            .where(JobRow.id == parent_id, JobRow.state == JobState.QUEUED.value)
+            .values(state=JobState.RUNNING.value, updated_at=stamp, started_at=stamp)
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult[Any], done).rowcount == 1:
+            self._add_event(session, parent_id, EventType.STATE, {"state": "RUNNING"})
+
     @staticmethod
     def _candidates(session: Session, stale: dt.datetime) -> list[JobRow]:
-        queued = JobRow.state == JobState.QUEUED.value
+        search = JobRow.kind == JobKind.SEARCH.value
+        queued = (JobRow.state == JobState.QUEUED.value) & ~search
         orphaned = (JobRow.state == JobState.RUNNING.value) & (JobRow.heartbeat_at < stale)
+        # A search is work for a worker only once its trials have ended: then one claims it
+        # to build its table and promote the best trial (a worker dying meanwhile leaves it
+        # orphaned, as any job).
+        trial = aliased(JobRow)
+        trials_ended = ~exists().where(
+            _search_id(trial) == JobRow.id,
+            trial.state.not_in([s.value for s in JobState if s.terminal]),
+        )
+        waiting = (JobRow.state == JobState.QUEUED.value) | (  # queued, or handed back
+            (JobRow.state == JobState.RUNNING.value) & JobRow.worker.is_(None)
+        )
+        settled = search & waiting & trials_ended
         query = (
             select(JobRow)
-            .where(queued | orphaned)
+            .where(queued | orphaned | settled)
             .order_by(JobRow.created_at)
             .limit(5)
             .with_for_update(skip_locked=True)

@@ -39,6 +39,8 @@ class WorkerSettings:
     heartbeat_s: float = 2.0
     stale_after_s: float = 30.0
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES for this worker's jobs
+    mlflow_tracking_uri: str = ""  # optional: zoo.jobs.tracking
+    mlflow_experiment: str = "keras-zoo"
 
 
 def visible_gpus() -> list[str]:
@@ -93,6 +95,8 @@ class Worker:
             "data_dir": str(self.settings.data_dir),
             "repository": str(self.settings.repository),
             "weights_dir": self.settings.weights_dir,
+            "mlflow_tracking_uri": self.settings.mlflow_tracking_uri,
+            "mlflow_experiment": self.settings.mlflow_experiment,
         }
         env = {**os.environ, **child_env(), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         if self.settings.gpu is not None:
@@ -139,8 +143,8 @@ class Worker:
     def _settle(self, job_id: str, code: int, last_line: str, cancel_sent: bool) -> None:
         """A child that died without ending its job: FAILED (or CANCELLED) with the reason."""
         job = self.store.get(job_id)
-        if job.state.terminal:
-            return
+        if job.state.terminal or job.worker != self.name:
+            return  # ended, let go (a search's next wave), or another worker's now
         if cancel_sent or job.state is JobState.CANCELLING:
             self.store.set_state(job_id, JobState.CANCELLED)
             return

@@ -206,22 +206,67 @@ class DataPlane:
         self, name: str, version: int, label: str = "", by: str = "", peer: str = ""
     ) -> ModelLabels:
         """Point ``label`` (default stable) at ``version``. The next request without a version
-        resolves the labels again (``Runtime.get``), so it is served by the new stable."""
-        return await self._off_loop(
-            lambda: self._model_labels(
-                name, self.repository.set_label(name, label or STABLE, version, by=by, peer=peer)
-            )
-        )
+        resolves the labels again (``Runtime.get``), so it is served by the new stable; when
+        the model is loaded, that version is loaded first (``_ready_for``)."""
+        label = label or STABLE
+
+        def change() -> ModelLabels:
+            self._ready_for(name, label, version)
+            labels = self.repository.set_label(name, label, version, by=by, peer=peer)
+            return self._after_change(name, labels)
+
+        return await self._off_loop(change)
 
     async def rollback(
         self, name: str, label: str = "", by: str = "", peer: str = ""
     ) -> ModelLabels:
         """Point ``label`` (default stable) back at the version it had before."""
-        return await self._off_loop(
-            lambda: self._model_labels(
-                name, self.repository.rollback(name, label or STABLE, by=by, peer=peer)
-            )
-        )
+        label = label or STABLE
+
+        def change() -> ModelLabels:
+            target = self.repository.labels(name).rollback_target(label)
+            if target is not None:  # None: the rollback below says why it cannot
+                self._ready_for(name, label, target)
+            labels = self.repository.rollback(name, label, by=by, peer=peer)
+            return self._after_change(name, labels)
+
+        return await self._off_loop(change)
+
+    def _ready_for(self, name: str, label: str, version: int) -> None:
+        """Load ``version`` before ``label`` moves to it when that makes it the default version
+        of a loaded model, so that the first request without a version after the change does
+        not pay the load (hundreds of ms to seconds). A version that fails to load leaves the
+        label where it was: FailedPrecondition with ONNX Runtime's reason."""
+        if label != STABLE or name not in self._loaded_names():
+            return
+        if self.runtime.ready(name, version) is not None:
+            return
+        try:
+            self.runtime.get(name, version)
+        except FailedPrecondition as e:
+            now = self.repository.labels(name).labels.get(label)
+            where = "no version" if now is None else f"version {now}"
+            raise FailedPrecondition(f"{e}; label {label!r} stays at {where}") from None
+
+    def _after_change(self, name: str, labels: Labels) -> ModelLabels:
+        """The labels as the caller sees them, once loaded versions that are now neither the
+        default nor labelled are let go (what loading a new default does: Triton's policy)."""
+        self.runtime.retire(name)
+        return self._model_labels(name, labels)
+
+    def label_changes(self) -> dict[tuple[str, str, str], int]:
+        """How many times each (model, label, action) happened, from the labels' histories."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for name in self.repository.models():
+            try:
+                history = self.repository.labels(name).history
+            except ZooError as e:  # one unreadable labels file must not hide the others
+                log.warning("model %s: %s", name, e)
+                continue
+            for change in history:
+                key = (name, change.label, change.action)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _model_labels(self, name: str, labels: Labels) -> ModelLabels:
         return ModelLabels(name, labels, self.repository.default_version(name))

@@ -13,13 +13,15 @@ and a batch computing finishes.
 Execution providers are chosen once at start-up from what this ONNX Runtime build offers and
 what the configuration allows: TensorRT, then CUDA, then CPU.
 
-On a CPU, a version has one session whose runs compute on one thread each, and one instance
-thread per core calls it side by side (ONNX Runtime's Run is thread-safe): the reference that
-serving is measured against on this machine (docs/benchmarks/serve.md). A multi-row request
-on an idle model is cut into one part per instance, so it still uses every core. Earlier
-versions kept a second, all-core session for lone batch-1 runs (2.2 ms against 3.6 ms for
-MobileNetV2 on 2 cores), at the price of holding every model twice (6.0 GB against 3.05 GB for
-the 13 seed models): a zoo serves many models, so memory per model won.
+On a multi-core CPU (threads left to us), a version has two sessions that share one copy of
+the weights (``zoo.serving.sessions``): a lone run computes on every core, runs that overlap
+compute on one thread each, called side by side by one instance thread per core (ONNX
+Runtime's Run is thread-safe). A multi-row request on an idle model is cut into one part per
+instance, so it still uses every core. Two default sessions held every model twice (6.0 GB
+against 3.05 GB for the 13 seed models); one single-thread session saved that but computed a
+lone request on one core (0.38 x in-process ONNX Runtime on MobileNetV2 at one client). The
+shared pair keeps the lone-run speed in about the memory of one default session (measured
+side by side with ``python -m bench.sessions``, docs/benchmarks/serve.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from zoo.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailabl
 from zoo.manifest import DEFAULT_MAX_BATCH, Manifest, ManifestError
 from zoo.repository import ModelVersion, Repository
 from zoo.serving.batching import DynamicBatcher
+from zoo.serving.sessions import Sessions, open_shared, release_free_memory
 from zoo.serving.stats import ModelStats, StatsRegistry
 
 log = logging.getLogger("zoo.serving.runtime")
@@ -100,6 +103,7 @@ class ServingPlan:
     queue_timeout_s: float
     priority_levels: int = 0  # 0: priorities ignored
     default_priority_level: int = 0  # 0: the lowest level
+    lone_threads: int = 0  # threads of a run that has the version to itself; 0: session_threads
 
     @classmethod
     def for_model(
@@ -110,9 +114,11 @@ class ServingPlan:
         session_threads: int,
         model_max_batch: int,
         row_seconds: float,
+        lone_threads: int = 0,
     ) -> ServingPlan:
         """The plan of a version whose session computes each run on ``session_threads``
-        threads (0: ONNX Runtime's default, every core), as the runtime opened it."""
+        threads (0: ONNX Runtime's default, every core), as the runtime opened it, and a lone
+        run on ``lone_threads`` (0: no session of its own)."""
         instances = config.model_instances or (
             max(1, cpu_cores() // (session_threads or cpu_cores())) if on_cpu else GPU_INSTANCES
         )
@@ -128,6 +134,7 @@ class ServingPlan:
             queue_timeout_s=config.queue_timeout_ms / 1000,
             priority_levels=config.priority_levels,
             default_priority_level=config.default_priority_level or config.priority_levels,
+            lone_threads=lone_threads,
         )
 
     def queue_position(self, priority: int) -> int:
@@ -144,11 +151,11 @@ class ServingPlan:
 
 @dataclass(eq=False)
 class LoadedModel:
-    """One served version: its session, its plan and its batcher, closed in one place."""
+    """One served version: its sessions, its plan and its batcher, closed in one place."""
 
     name: str
     version: int
-    session: Any
+    sessions: Sessions | None  # None once closed
     provider: str
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
@@ -175,12 +182,27 @@ class LoadedModel:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def session(self) -> Any:
+        """The session overlapping runs use (the only one unless the weights are shared)."""
+        if self.sessions is None:
+            raise Unavailable(f"model {self.name} version {self.version} was unloaded; retry")
+        return self.sessions.overlap
+
     def run(
-        self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        feeds: dict[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        side_by_side: bool = False,
     ) -> dict[str, np.ndarray]:
-        """One ONNX Runtime call, on the caller's thread."""
+        """One ONNX Runtime call, on the caller's thread; ``side_by_side`` says the caller
+        starts others with it (so it computes on one thread)."""
+        sessions = self.sessions  # held for the call: closing cannot free it mid-run
+        if sessions is None:
+            raise Unavailable(f"model {self.name} version {self.version} was unloaded; retry")
         names = list(outputs) if outputs else [o.name for o in self.outputs]
-        results: list[np.ndarray] = self.session.run(names, feeds)
+        results = sessions.run(names, feeds, side_by_side=side_by_side)
         return dict(zip(names, results, strict=True))
 
     async def submit(
@@ -204,7 +226,7 @@ class LoadedModel:
         feed = self.input.name
 
         def run(rows: np.ndarray, side_by_side: bool) -> dict[str, np.ndarray]:
-            return self.run({feed: rows}, names)
+            return self.run({feed: rows}, names, side_by_side=side_by_side)
 
         plan = self.plan
         batcher = DynamicBatcher(
@@ -221,7 +243,7 @@ class LoadedModel:
             row_seconds=self.row_seconds,
         )
         log.info(
-            "model %s version %s: %s, %d instance(s) of %s thread(s); one row took %.1f ms "
+            "model %s version %s: %s, %d instance(s) of %s thread(s)%s; one row took %.1f ms "
             "at warm-up",
             self.name,
             self.version,
@@ -230,15 +252,18 @@ class LoadedModel:
             else "one request per run (no batching)",
             plan.instances,
             plan.session_threads or "ONNX Runtime's default",
+            f", a lone run on {plan.lone_threads} (weights shared)" if plan.lone_threads else "",
             self.row_seconds * 1000,
         )
         return batcher
 
     def close(self) -> None:
-        """Stop serving; any thread. Queued requests fail UNAVAILABLE, a computing batch ends."""
+        """Stop serving; any thread. Queued requests fail UNAVAILABLE, a computing batch ends;
+        the sessions and their weights are freed when the last run on them returns."""
         with self._lock:
             self._closed = True
             batcher = self._batcher
+            self.sessions = None
         if batcher is not None:
             batcher.stop()
 
@@ -363,16 +388,22 @@ class Runtime:
         except (NotFound, ManifestError) as e:
             log.warning("%s version %s: no readable zoo.json (%s)", mv.model, mv.version, e)
         model_max_batch = manifest.max_batch_size if manifest else DEFAULT_MAX_BATCH
-        threads = self.config.intra_op_threads or (
-            1 if self.providers[0] == ORT_PROVIDERS["cpu"] else 0
-        )
+        on_cpu = self.providers[0] == ORT_PROVIDERS["cpu"]
+        threads = self.config.intra_op_threads or (1 if on_cpu else 0)
+        cores = cpu_cores()
+        sessions: Sessions | None = None
         try:
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-            session = ort.InferenceSession(
-                str(mv.model_file), sess_options=options, providers=self.providers
-            )
+            if on_cpu and not self.config.intra_op_threads and cores > 1:
+                sessions = self._open_shared(mv, cores)
+            if sessions is None:
+                options = ort.SessionOptions()
+                if threads:
+                    options.intra_op_num_threads = threads
+                sessions = Sessions(
+                    ort.InferenceSession(
+                        str(mv.model_file), sess_options=options, providers=self.providers
+                    )
+                )
         except Exception as e:  # ORT raises several unrelated types for a bad file
             reason = f"ONNX Runtime could not load {mv.model_file}: {str(e).strip()[:300]}"
             with self._lock:
@@ -381,15 +412,18 @@ class Runtime:
             raise FailedPrecondition(
                 f"model {mv.model!r} version {mv.version} failed to load: {reason}"
             ) from None
+        session = sessions.overlap
         inputs = _tensor_infos(session.get_inputs())
         if len(inputs) != 1:
             raise FailedPrecondition(f"model {mv.model!r} has {len(inputs)} inputs; expected 1")
         provider = session.get_providers()[0]
-        row_seconds = _warm_up(session, inputs[0])
+        if sessions.lone is not None:
+            _warm_up(sessions.lone, inputs[0])
+        row_seconds = _warm_up(session, inputs[0])  # the session runs under load use
         model = LoadedModel(
             name=mv.model,
             version=mv.version,
-            session=session,
+            sessions=sessions,
             provider=provider,
             inputs=inputs,
             outputs=_tensor_infos(session.get_outputs()),
@@ -402,10 +436,12 @@ class Runtime:
                 session_threads=threads,
                 model_max_batch=model_max_batch,
                 row_seconds=row_seconds,
+                lone_threads=cores if sessions.shared else 0,
             ),
             stats=self.stats.get(*key),
             row_seconds=row_seconds,
         )
+        release_free_memory()  # what loading parsed and optimized, freed, goes back
         with self._lock:
             self._failed.pop(key, None)
             self._loaded[key] = model
@@ -424,6 +460,23 @@ class Runtime:
             time.perf_counter() - started,
         )
         return model
+
+    def _open_shared(self, mv: ModelVersion, cores: int) -> Sessions | None:
+        """The all-core and single-thread sessions sharing their weights, or None (the caller
+        opens one session) where dense layers hold most of the weights or the pair cannot be
+        made: the `onnx` package missing, a model over protobuf's 2 GB, no room in /tmp."""
+        try:
+            return open_shared(mv.model_file, cores)
+        except Exception as e:  # any failure here leaves the plain session to try
+            log.warning(
+                "model %s version %s: no shared all-core session (%s); lone runs compute "
+                "on one thread",
+                mv.model,
+                mv.version,
+                str(e).strip()[:200],
+            )
+            release_free_memory()
+            return None
 
     def _drop(self, key: tuple[str, int], why: str) -> LoadedModel:
         """Remove and close one loaded version; call under the lock."""
@@ -457,6 +510,20 @@ class Runtime:
             if key == keep:
                 continue
             total -= self._drop(key, why).size_bytes
+
+    def retire(self, name: str) -> None:
+        """After a label change: drop the loaded versions of ``name`` that are now neither its
+        default nor labelled, if the default is loaded (else a request still loads it first)."""
+        try:
+            default = self.repository.default_version(name)
+        except ZooError:  # a label at a removed version: requests say so; keep what is loaded
+            return
+        with self._lock:
+            if (name, default) not in self._loaded:
+                return
+            kept = self._labelled(name)
+            for key in [k for k in self._loaded if k[0] == name and k[1] not in kept]:
+                self._drop(key, f"version {default} is the default now")
 
     def unload(self, name: str) -> list[LoadedModel]:
         """Drop every loaded version of ``name``; returns the versions dropped."""

@@ -1,4 +1,4 @@
-// The console's router: one page per hash route (#/catalog, #/models, #/models/NAME,
+// The console's router: one page per hash route (#/catalog, #/models, #/models/NAME[/V],
 // #/classify, #/jobs, #/jobs/ID). A page renders into <main> and returns a function that
 // stops what it started (timers, event streams) when another page replaces it.
 
@@ -14,6 +14,7 @@ const ROUTES = [
   [/^#\/catalog$/, "catalog", catalog],
   [/^#\/models$/, "models", models],
   [/^#\/models\/([^/]+)$/, "models", models],
+  [/^#\/models\/([^/]+)\/([0-9]+)$/, "models", models],
   [/^#\/classify$/, "classify", classify],
   [/^#\/jobs$/, "jobs", jobs],
   [/^#\/jobs\/([^/]+)$/, "jobs", job],

@@ -1,12 +1,14 @@
 // One job: parameters, progress and ETA, per-epoch loss and accuracy of both phases
 // (uPlot, drawn again on each epoch event as it arrives over server-sent events), the
-// confusion matrix with class names, the log, a cancel button and the model version made.
+// confusion matrix with class names, the test report of the version made (report.js), the
+// log, a cancel button and the model version made with its labels.
 
 import { ApiError, get, postWithToken } from "./api.js";
 import {
   append, badge, clear, errorBox, fmtPercent, fmtSeconds, fmtTime, h, link, progressBar, route,
 } from "./dom.js";
 import { JobProgress, TERMINAL, follow } from "./progress.js";
+import { confusionTable, evaluationReport } from "./report.js";
 
 const SERIES = [
   // [metric key, phase, label, colour]
@@ -69,21 +71,6 @@ function flatParams(job) {
   };
   visit("", job.params);
   return rows;
-}
-
-function confusion(result) {
-  const matrix = result.confusion_matrix;
-  const names = result.class_names || matrix.map((_, i) => String(i));
-  const most = Math.max(1, ...matrix.flat());
-  return h("table", { class: "confusion", id: "confusion" },
-    h("thead", {}, h("tr", {}, h("th", {}, ""), names.map((n) => h("th", { scope: "col" }, n)))),
-    h("tbody", {}, matrix.map((row, i) =>
-      h("tr", {}, h("th", { scope: "row" }, names[i]),
-        row.map((count, j) => h("td", {
-          class: i === j ? "diagonal" : null,
-          style: { backgroundColor: `rgba(31, 119, 180, ${(0.85 * count) / most})`,
-                   color: count / most > 0.5 ? "#fff" : "" },
-        }, count))))));
 }
 
 export function render(main, jobId) {
@@ -161,12 +148,19 @@ export function render(main, jobId) {
     if (result.model) {
       resultBox.append(h("p", { id: "job-model" }, "Made ",
         link(route("models", result.model), `${result.model} v${result.version}`),
-        typeof result.val_accuracy === "number" ? ` · validation accuracy ${fmtPercent(result.val_accuracy)}` : ""));
+        typeof result.val_accuracy === "number" ? ` · validation accuracy ${fmtPercent(result.val_accuracy)}` : "",
+        result.labels && result.labels.length ? " · labels: " : "",
+        (result.labels || []).map((label) => h("span", { class: `tag label-${label}` }, label))));
+      if (result.promotion) resultBox.append(h("p", { class: "muted", id: "job-promotion" }, result.promotion));
+    }
+    if (result.evaluation) {
+      resultBox.append(evaluationReport(result.evaluation,
+        `Test report of ${result.model} v${result.version} (test split, by the exported ONNX model)`));
     }
     if (result.confusion_matrix) {
       resultBox.append(
         h("h2", {}, "Confusion matrix (validation images)"),
-        h("div", { class: "scroll" }, confusion(result)),
+        h("div", { class: "scroll" }, confusionTable(result.confusion_matrix, result.class_names, "confusion")),
         h("p", { class: "muted" }, "rows: the true class; columns: the class predicted"));
     }
   }
