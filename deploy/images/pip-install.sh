@@ -34,7 +34,7 @@ find /opt/zoo -depth -type d -name tests -path '*/site-packages/*/tests' -prune 
 # optimizers and quantizer. Serving's `import onnx` (zoo.serving.sessions) and its sessions
 # need none of them; export (train images) evaluates with onnx.reference, so they keep all.
 case $extras in
-  serve*) rm -rf "$site/onnx/backend/test" "$site/onnx/reference" "$site/onnxruntime/transformers" \
+  serve | serve-gpu) rm -rf "$site/onnx/backend/test" "$site/onnx/reference" "$site/onnxruntime/transformers" \
             "$site/onnxruntime/quantization" "$site/onnxruntime/tools" ;;
 esac
 # NVIDIA's CUDA wheels (GPU images): their library folders, for the dynamic linker's cache.
