@@ -29,6 +29,14 @@ python3 -m venv /opt/zoo
 site=$(/opt/zoo/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 rm -rf "$site/tensorflow/include"
 find /opt/zoo -depth -type d -name tests -path '*/site-packages/*/tests' -prune -exec rm -rf {} + || true
+# Serve images only: tooling serving never imports (29 MB, which keeps the serve image under
+# its 400 MB): ONNX's backend conformance data and reference evaluator, ONNX Runtime's offline
+# optimizers and quantizer. Serving's `import onnx` (zoo.serving.sessions) and its sessions
+# need none of them; export (train images) evaluates with onnx.reference, so they keep all.
+case $extras in
+  serve | serve-gpu) rm -rf "$site/onnx/backend/test" "$site/onnx/reference" "$site/onnxruntime/transformers" \
+            "$site/onnxruntime/quantization" "$site/onnxruntime/tools" ;;
+esac
 # NVIDIA's CUDA wheels (GPU images): their library folders, for the dynamic linker's cache.
 find "$site/nvidia" -mindepth 2 -maxdepth 3 -type d -name lib 2>/dev/null | sort >/opt/zoo/nvidia-libs.conf
 /opt/zoo/bin/python -c "import zoo, server.cli"
