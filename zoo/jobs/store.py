@@ -138,6 +138,23 @@ def _search_id(table: Any) -> Any:
     return table.params["search_id"].as_string()
 
 
+def _trial_rows(trials: list[dict[str, Any]], start: dt.datetime) -> list[JobRow]:
+    """Queued fine-tune rows for a search's trials, created a microsecond apart after
+    ``start`` so that they list in trial order."""
+    return [
+        JobRow(
+            id=uuid.uuid4().hex,
+            kind=JobKind.FINETUNE.value,
+            state=JobState.QUEUED.value,
+            params=trial,
+            created_at=start + dt.timedelta(microseconds=i + 1),
+            updated_at=start,
+            attempts=0,
+        )
+        for i, trial in enumerate(trials)
+    ]
+
+
 def _parent_id(params: dict[str, Any]) -> str | None:
     value = params.get("search_id")
     return str(value) if value is not None else None
@@ -244,18 +261,7 @@ class JobStore:
             updated_at=stamp,
             attempts=0,
         )
-        rows = [
-            JobRow(
-                id=uuid.uuid4().hex,
-                kind=JobKind.FINETUNE.value,
-                state=JobState.QUEUED.value,
-                params=trial,
-                created_at=stamp + dt.timedelta(microseconds=i + 1),
-                updated_at=stamp,
-                attempts=0,
-            )
-            for i, trial in enumerate(trials(parent.id))
-        ]
+        rows = _trial_rows(trials(parent.id), stamp)
         if any(_parent_id(row.params) != parent.id for row in rows):
             raise InvalidArgument("every trial of a search must name it as its search_id")
         with self._session() as session:
@@ -280,18 +286,7 @@ class JobStore:
                 select(func.max(JobRow.created_at)).where(_search_id(JobRow) == parent_id)
             )
             start = max(now(), _aware(known) or now())
-            rows = [
-                JobRow(
-                    id=uuid.uuid4().hex,
-                    kind=JobKind.FINETUNE.value,
-                    state=JobState.QUEUED.value,
-                    params=trial,
-                    created_at=start + dt.timedelta(microseconds=i + 1),
-                    updated_at=start,
-                    attempts=0,
-                )
-                for i, trial in enumerate(trials)
-            ]
+            rows = _trial_rows(trials, start)
             if any(_parent_id(row.params) != parent_id for row in rows):
                 raise InvalidArgument("every trial of a search must name it as its search_id")
             for row in rows:
