@@ -159,7 +159,6 @@ class Repository:
         (a rename into it) always does: one stat instead of a directory scan. Removing a
         model.onnx by hand from inside a version directory is not seen until the next change.
         """
-        model_dir = self.root / model
         try:  # one stat on a string path: this runs on every request
             st = os.stat(self._path_of(model))
             stamp = st.st_mtime_ns if stat.S_ISDIR(st.st_mode) else None
@@ -172,7 +171,7 @@ class Repository:
         if settled and cached is not None and cached[0] == stamp:
             found = cached[1]
         else:
-            found = self._version_numbers(model_dir) if stamp is not None else []
+            found = self._version_numbers(self.root / model) if stamp is not None else []
             if stamp is not None:
                 self._listing[model] = (stamp, found)
         if not found:
@@ -227,12 +226,11 @@ class Repository:
         except (FileNotFoundError, NotADirectoryError):
             self.versions(model)  # NotFound for an unknown model
             return Labels()
-        model_dir = self.root / model
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         cached = self._labels.get(model)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        found = version_labels.read_labels(model_dir)
+        found = version_labels.read_labels(self.root / model)
         self._labels[model] = (stamp, found)
         return found
 

@@ -149,6 +149,14 @@ def upload(
         out.print(f"  [yellow]skipped[/] {member}: {reason}")
 
 
+def _training_params(param: list[str], base_arg: list[str]) -> dict[str, Any]:
+    """Fine-tune parameters from ``--param KEY=VALUE`` and ``--base-arg KEY=VALUE``."""
+    params = _pairs(param, "--param")
+    if base_arg:
+        params["base_kwargs"] = _pairs(base_arg, "--base-arg")
+    return params
+
+
 @app.command()
 def finetune(
     base: str = typer.Option(..., "--base", help="Catalog model to start from."),
@@ -172,9 +180,7 @@ def finetune(
     """Start a fine-tuning job; its result becomes a new model version on the server."""
     from client import ZooClient
 
-    params = _pairs(param, "--param")
-    if base_arg:
-        params["base_kwargs"] = _pairs(base_arg, "--base-arg")
+    params = _training_params(param, base_arg)
     if allow_other_source:
         params["allow_other_source"] = True
     with ZooClient(server, token=token) as remote:
@@ -229,9 +235,7 @@ def search(
         grid = json.loads(space.read_text())
     except (OSError, ValueError) as e:
         raise CommandError(f"--space must be a readable JSON file; {space}: {e}") from None
-    params = _pairs(param, "--param")
-    if base_arg:
-        params["base_kwargs"] = _pairs(base_arg, "--base-arg")
+    params = _training_params(param, base_arg)
     with ZooClient(server, token=token) as remote:
         job = remote.search(
             base, dataset, output, grid, strategy=strategy, trials=trials, promote=promote,

@@ -16,6 +16,7 @@ TensorBoard logs stay the record.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -86,8 +87,6 @@ class MlflowTracker(Tracker):
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 
@@ -109,7 +108,6 @@ def open_tracker(
         say("MLflow: a tracking URI is set but mlflow is not installed (install the "
             "'mlflow' extra); not logging to MLflow")  # fmt: skip
         return Tracker()
-    tracker = MlflowTracker(None, "", say)
     try:
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
@@ -130,8 +128,7 @@ def open_tracker(
         say(f"MLflow: cannot start a run at {uri} ({type(e).__name__}: {str(e)[:200]}); "
             "not logging to MLflow")  # fmt: skip
         return Tracker()
-    tracker.client, tracker.run_id = client, run_id
-    return tracker
+    return MlflowTracker(client, run_id, say)
 
 
 def _params(params: Mapping[str, object]) -> list[Any]:
