@@ -270,6 +270,8 @@ def main() -> None:
         tree = args.out / f"tree-{target.name}"  # one copy each: targets run side by side
         copy_tree(tree)
         outcome = run_target(target, exclude, tree, args.out)
+        # Each target's survivors as soon as it ends; report.md gathers them at the end.
+        (args.out / f"{target.name}.md").write_text(report([outcome]))
         print(
             f"mutation: {target.name}: {outcome.killed}/{outcome.mutants} killed "
             f"({outcome.score:.1f}%) in {outcome.run_s / 60:.1f} min",

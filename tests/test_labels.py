@@ -146,6 +146,22 @@ def test_labels_written_by_another_process_are_seen(twin: tuple[Repository, list
     assert repository.get("twin").version == 1
 
 
+def test_labels_changed_within_one_timestamp_tick_are_seen(
+    twin: tuple[Repository, list[Path]],
+) -> None:
+    """The cache follows labels.json itself (its inode and size change with every write), not
+    the model directory, whose time stamp can stay the same within one tick."""
+    repository, _ = twin
+    model_dir = repository.root / "twin"
+    Repository(repository.root).set_label("twin", "stable", 2)
+    assert repository.get("twin").version == 2
+    before = model_dir.stat()
+    Repository(repository.root).set_label("twin", "stable", 1)  # another replica
+    os.utime(model_dir, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same tick
+    assert model_dir.stat().st_size == before.st_size
+    assert repository.get("twin").version == 1
+
+
 def test_a_broken_labels_file_is_a_clear_error(twin: tuple[Repository, list[Path]]) -> None:
     repository, _ = twin
     (repository.root / "twin" / "labels.json").write_text("{not json")
