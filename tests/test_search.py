@@ -15,7 +15,7 @@ from conftest import TOKEN
 from helpers import DIGITS_BASE, DIGITS_FAST, postgres_job_store
 
 from client import AsyncZooClient, ZooClient, errors
-from zoo.errors import InvalidArgument
+from zoo.errors import Cancelled, InvalidArgument
 from zoo.jobs.records import EventType, FineTuneJobSpec, JobKind, JobState
 from zoo.jobs.search import (
     STOPPED_EARLY,
@@ -261,6 +261,58 @@ def test_a_search_waits_for_its_trials_then_one_worker_takes_it(store: JobStore)
     assert "worker w4 stopped; resuming on w5" in messages
     store.set_state(parent.id, JobState.QUEUED)  # w5 shuts down and hands it back
     assert store.claim("w6").id == parent.id
+
+
+def test_a_trial_that_does_not_name_its_search_creates_nothing(store: JobStore) -> None:
+    spec = search_spec("VGG16", "d", "out", {}, {"learning_rate": [0.1, 0.01]})
+
+    def specs(parent: str) -> list[dict[str, Any]]:
+        stray = FineTuneJobSpec("VGG16", "d", "out", spec.trial_params(1), "another", 1)
+        return [FineTuneJobSpec("VGG16", "d", "out", spec.trial_params(0), parent, 0).to_dict(),
+                stray.to_dict()]  # fmt: skip
+
+    with pytest.raises(InvalidArgument, match="search_id"):
+        store.create_search(spec.to_dict(), specs)
+    assert store.jobs() == []  # all or none
+
+
+def test_a_wave_is_queued_after_the_trials_and_the_search_let_go(store: JobStore) -> None:
+    """extend_search (tpe): the next trials queue after the earlier ones, and the worker that
+    queued them lets the search go until they have ended; a search that no longer runs on that
+    worker gets no more trials."""
+    parent, first = _search(store, trials=1)
+    (trial,) = first
+    assert store.claim("w1").id == trial.id
+    store.set_state(trial.id, JobState.SUCCEEDED, result={})
+    assert store.claim("w2").id == parent.id  # its only trial ended
+    wave_params = {**parent.params, "wave": 2}
+
+    def wave(i: int) -> dict[str, Any]:
+        spec = SearchJobSpec.from_dict(parent.params)
+        return FineTuneJobSpec("VGG16", "d", "out", spec.trial_params(0), parent.id, i).to_dict()
+
+    with pytest.raises(Cancelled, match="RUNNING"):  # not w1's
+        store.extend_search(parent.id, "w1", wave_params, [wave(1)])
+    stray = {**wave(1), "search_id": "another"}
+    with pytest.raises(InvalidArgument, match="search_id"):
+        store.extend_search(parent.id, "w2", wave_params, [wave(1), stray])
+    assert [t.id for t in store.children(parent.id)] == [trial.id]  # nothing queued
+    added = store.extend_search(parent.id, "w2", wave_params, [wave(1), wave(2)])
+    assert [(t.kind, t.state) for t in added] == [(JobKind.FINETUNE, JobState.QUEUED)] * 2
+    assert [t.id for t in store.children(parent.id)] == [trial.id, *(t.id for t in added)]
+    after = store.get(parent.id)
+    assert (after.state, after.worker, after.params) == (JobState.RUNNING, None, wave_params)
+    messages = [e.payload.get("message", "") for e in store.events(parent.id)]
+    assert "2 more trials queued; w2 lets the search go" in messages
+    assert store.claim("w3").id == added[0].id  # the wave, in its order, not the search
+    assert store.claim("w3").id == added[1].id
+    assert store.claim("w3") is None
+    for t in added:
+        store.set_state(t.id, JobState.SUCCEEDED, result={})
+    assert store.claim("w4").id == parent.id  # the wave ended: the search again
+    store.set_state(parent.id, JobState.CANCELLING)
+    with pytest.raises(Cancelled, match="CANCELLING"):
+        store.extend_search(parent.id, "w4", wave_params, [wave(3)])
 
 
 def test_the_table_reads_the_trials_and_their_epochs(store: JobStore) -> None:
