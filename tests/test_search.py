@@ -240,6 +240,8 @@ def test_a_search_waits_for_its_trials_then_one_worker_takes_it(store: JobStore)
     assert store.claim("w2").id == trials[1].id
     store.set_state(first.id, JobState.FAILED, error="boom")
     assert store.claim("w3").id == trials[2].id
+    states = [e.payload["state"] for e in store.events(parent.id) if e.type is EventType.STATE]
+    assert states == ["QUEUED", "RUNNING"]  # started once, by its first trial
     assert store.claim("w4") is None  # trial 1 and 2 still run: nothing for a worker
     store.set_state(trials[1].id, JobState.SUCCEEDED, result={})
     assert store.claim("w4") is None
