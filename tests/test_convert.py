@@ -20,13 +20,14 @@ from protos import zoo_service_pb2 as zpb
 from server import convert
 from zoo.catalog import get_spec
 from zoo.errors import InvalidArgument
+from zoo.export.triton_config import TRITON_TYPES
 from zoo.jobs.datasets import Dataset
 from zoo.jobs.records import EventType, Job, JobEvent, JobKind, JobState
 from zoo.labels import LabelChange, Labels
 from zoo.manifest import ClassMetrics, ConfusedPair, Evaluation, Misclassified
 from zoo.repository import MAX_VERSION
 from zoo.serving.dataplane import ModelIndexEntry, ModelLabels, ModelSummary, Prediction
-from zoo.serving.runtime import TensorInfo
+from zoo.serving.runtime import ONNX_TYPES, TensorInfo
 from zoo.serving.stats import BatchStats, Duration, ModelStats
 
 IMAGE = TensorInfo("image", "UINT8", np.dtype(np.uint8), (-1, 224, 224, 3))
@@ -731,3 +732,12 @@ def test_deadline() -> None:
     after = time.monotonic()
     assert instant is not None and before + 2.5 <= instant <= after + 2.5
     assert convert.deadline(0.0) is not None
+
+
+@pytest.mark.parametrize("datatype", sorted({datatype for _, datatype in ONNX_TYPES.values()}))
+def test_model_config_data_types(datatype: str) -> None:
+    """Every datatype the runtime reads from an ONNX file, named as config.pbtxt names it: an
+    INT64 output is not reported as FP32."""
+    out = TensorInfo("out", datatype, convert.DATATYPES[datatype][0], (-1, 4))
+    config = convert.model_config(loaded(outputs=(out,)), 0).config
+    assert mc.DataType.Name(config.output[0].data_type) == TRITON_TYPES[datatype]
