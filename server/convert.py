@@ -38,7 +38,8 @@ DATATYPES: dict[str, tuple[np.dtype[Any], str]] = {
     "FP32": (np.dtype(np.float32), "fp32_contents"),
     "FP64": (np.dtype(np.float64), "fp64_contents"),
 }
-CONFIG_TYPES = {"UINT8": mc.TYPE_UINT8, "FP32": mc.TYPE_FP32, "FP16": mc.TYPE_FP16}
+# v2 datatype -> ModelConfig's DataType, as config.pbtxt names it (zoo.export.triton_config)
+CONFIG_TYPES = {name: mc.DataType.Value(f"TYPE_{name}") for name in DATATYPES}
 
 
 def deadline(time_remaining: float | None) -> float | None:
@@ -262,8 +263,7 @@ def model_config(
 
     def tensors(infos: tuple[TensorInfo, ...], cls: Any) -> list[Any]:
         return [
-            cls(name=t.name, data_type=CONFIG_TYPES.get(t.datatype, mc.TYPE_FP32), dims=t.shape[1:])
-            for t in infos
+            cls(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=t.shape[1:]) for t in infos
         ]
 
     config = mc.ModelConfig(
