@@ -245,6 +245,17 @@ def test_classify_needs_a_uint8_model_and_valid_top_k(stubs) -> None:
         zoo.Classify, zpb.ClassifyRequest(model="mobilenetv2", images=image, top_k=1001)
     )
     assert "top_k must be between 1 and 1000; received 1001" in error.details()
+    # the bounds themselves are allowed: every class, highest score first, or the top one
+    (every,) = zoo.Classify(
+        zpb.ClassifyRequest(model="mobilenetv2", images=image, top_k=1000), timeout=30
+    ).results
+    assert sorted(p.index for p in every.predictions) == list(range(1000))
+    scores = [p.score for p in every.predictions]
+    assert scores == sorted(scores, reverse=True)
+    (top,) = zoo.Classify(
+        zpb.ClassifyRequest(model="mobilenetv2", images=image, top_k=1), timeout=30
+    ).results
+    assert [p.index for p in top.predictions] == [every.predictions[0].index]
 
 
 def test_message_over_the_limit_is_resource_exhausted(stubs) -> None:
