@@ -757,3 +757,21 @@ def test_an_archive_added_by_another_caller_while_unpacking_is_returned_once(
     assert dataset == added_meanwhile[0]  # the other's dataset, created_at included
     assert dataset_dirs(tmp_path) == [dataset.id]
     assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_an_image_of_exactly_max_image_pixels_is_used_and_a_class_of_no_usable_image_left_out(
+    tmp_path: Path,
+) -> None:
+    files = {**digit_files(), "three/broken.png": b"not a png"}
+    dataset = DatasetStore(tmp_path, DatasetLimits(max_image_pixels=32 * 32)).add([make_zip(files)])
+    assert dataset.counts == (4, 3, 5)  # every digit is 32x32 = max_image_pixels
+    assert sorted(p.name for p in dataset.path.iterdir()) == ["dataset.json", "one", "two", "zero"]
+
+
+def test_too_few_classes_names_five_and_no_more(tmp_path: Path) -> None:
+    image = digit_files()["zero/zero_0.png"]
+    files = {f"{c}/a.png": image for c in "abcde"}
+    limits = DatasetLimits(min_classes=6)
+    message = refused(tmp_path, make_zip(files), InvalidArgument, "need at least", limits)
+    assert message.startswith("found 5 classes ('a' with 1 image, 'b' with 1 image, 'c' with 1 ")
+    assert "'e' with 1 image); need at least 6" in message
