@@ -775,3 +775,12 @@ def test_too_few_classes_names_five_and_no_more(tmp_path: Path) -> None:
     message = refused(tmp_path, make_zip(files), InvalidArgument, "need at least", limits)
     assert message.startswith("found 5 classes ('a' with 1 image, 'b' with 1 image, 'c' with 1 ")
     assert "'e' with 1 image); need at least 6" in message
+
+
+def test_class_folders_without_a_top_folder_and_a_deeper_file_are_not_stripped(
+    tmp_path: Path,
+) -> None:
+    files = {**digit_files(), "two/deeper/x.png": digit_files()["zero/zero_0.png"]}
+    dataset = DatasetStore(tmp_path).add([make_zip(files)])
+    assert (dataset.classes, dataset.counts) == (("one", "two", "zero"), (4, 3, 5))
+    assert dataset.skipped == (("two/deeper/x.png", "nested too deep (expected class_name/image)"),)

@@ -197,6 +197,11 @@ BAD_MANIFESTS = [
         "path,label,split",
         "manifest.csv line 6: label '../unit' is not a valid class name",
     ),
+    (
+        [r.replace("unit", ".unit") for r in good_rows()],
+        "path,label,split",
+        "manifest.csv line 6: label '.unit' is not a valid class name",
+    ),
 ]
 
 
