@@ -298,3 +298,15 @@ def test_a_manifest_zipped_on_macos_or_tarred_with_folders_is_found(tmp_path: Pa
     assert (from_tar.classes, from_tar.counts) == (("nought", "unit"), (4, 4))
     assert from_tar.skipped == (("./data/images__zero0.png", "not listed in manifest.csv"),)
     assert store.split(from_tar.id).test == ("nought/images__zero3.png", "unit/images__one3.png")
+
+
+def test_a_manifest_with_splits_at_the_archive_top_fixes_the_split(tmp_path: Path) -> None:
+    files = {k.removeprefix("data/"): v for k, v in manifest_archive(good_rows()).items()}
+    store = DatasetStore(tmp_path)
+    dataset = store.add([make_zip(files)])
+    assert dataset.counts == (4, 4)
+    split = store.split(dataset.id)
+    assert (split.id, split.test) == (
+        "manifest",
+        ("nought/images__zero3.png", "unit/images__one3.png"),
+    )
