@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
 import json
 import os
 import random
+import re
 import stat
 import struct
 import subprocess
@@ -555,3 +557,230 @@ def test_parallel_uploads_of_one_archive_leave_one_dataset(tmp_path: Path) -> No
     assert all(r == store.get(results[0].id) for r in results)
     assert dataset_dirs(tmp_path) == [results[0].id]
     assert list((tmp_path / ".staging").iterdir()) == []
+
+
+# --- Limits at exactly the limit, archives as real archivers make them ---------------------------
+
+
+def test_limits_are_frozen_and_a_boolean_or_one_are_judged_as_integers() -> None:
+    with pytest.raises(
+        InvalidArgument, match=r"DatasetLimits.max_files must be a positive integer; received True"
+    ):
+        DatasetLimits(max_files=True)
+    assert DatasetLimits(min_classes=1, max_files=1).min_classes == 1  # 1 is positive
+    limits = DatasetLimits()
+    with pytest.raises(AttributeError):
+        limits.max_files = 10**9  # type: ignore[misc]
+
+
+def test_a_store_root_is_made_with_its_parents_and_a_file_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "b" / "datasets"
+    dataset = DatasetStore(root).add([make_zip(digit_files())])
+    assert dataset.path == root / dataset.id
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(InvalidArgument) as caught:
+        DatasetStore(tmp_path / "file")
+    assert str(caught.value) == (
+        f"dataset store path {str(tmp_path / 'file')!r} is a file; expected a directory"
+    )
+
+
+def test_an_archive_exactly_at_every_limit_is_accepted_and_one_over_is_refused(
+    tmp_path: Path,
+) -> None:
+    files = digit_files()
+    limits = DatasetLimits(
+        max_files=len(files),
+        max_unpacked_bytes=sum(len(v) for v in files.values()),
+        max_file_bytes=max(len(v) for v in files.values()),
+    )
+    data = make_tar(files)  # a tar: its members unpack to exactly their declared sizes
+    dataset = DatasetStore(tmp_path / "exact", limits).add([data])
+    assert (dataset.counts, dataset.skipped) == ((4, 3, 5), ())
+
+    over = [
+        ({"max_files": limits.max_files - 1}, "more than 11 members (max_files)"),
+        (
+            {"max_unpacked_bytes": limits.max_unpacked_bytes - 1},
+            f"declares at least {limits.max_unpacked_bytes} bytes",
+        ),
+        (
+            {"max_file_bytes": limits.max_file_bytes - 1},
+            f"unpacks to more than {limits.max_file_bytes - 1} bytes (max_file_bytes)",
+        ),
+    ]
+    for i, (changes, match) in enumerate(over):
+        tighter = dataclasses.replace(limits, **changes)
+        refused(tmp_path / str(i), data, ResourceExhausted, re.escape(match), tighter)
+
+
+def test_an_archive_at_exactly_max_archive_bytes_is_accepted(tmp_path: Path) -> None:
+    data = make_zip(digit_files())
+    exact = DatasetStore(tmp_path / "exact", DatasetLimits(max_archive_bytes=len(data)))
+    assert exact.add([data]).images == 12
+    over = DatasetStore(tmp_path / "over", DatasetLimits(max_archive_bytes=len(data) - 1))
+    with pytest.raises(ResourceExhausted, match=f"received {len(data)} bytes so far"):
+        over.add([data])
+
+
+def test_a_file_name_of_255_bytes_is_used_and_one_of_256_skipped(tmp_path: Path) -> None:
+    image = digit_files()["zero/zero_0.png"]
+    longest = "z" * 251 + ".png"
+    too_long = "z" * 252 + ".png"
+    files = {**digit_files(), f"zero/{longest}": image, f"zero/{too_long}": image}
+    dataset = DatasetStore(tmp_path).add([make_zip(files)])
+    assert dataset.counts == (4, 3, 6)
+    assert dataset.skipped == ((f"zero/{too_long}", "file name is longer than 255 bytes"),)
+    assert (dataset.path / "zero" / longest).read_bytes() == image
+
+
+def folder_members(names: Sequence[str]) -> list[tarfile.TarInfo]:
+    folders = []
+    for name in names:
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.DIRTYPE
+        folders.append(info)
+    return folders
+
+
+def tar_as_made_by_tar(files: dict[str, bytes], folders: Sequence[str]) -> bytes:
+    """A tar like ``tar czf``'s: each folder's member before the files in it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for info in folder_members(folders):
+            archive.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_tar_with_its_folders_first_and_one_top_folder_unpacks(tmp_path: Path) -> None:
+    files = {f"./{k}": v for k, v in digit_files(top="digits/").items()}
+    folders = ["./", "./digits", "./digits/zero", "./digits/one", "./digits/two"]
+    dataset = DatasetStore(tmp_path).add([tar_as_made_by_tar(files, folders)])
+    assert (dataset.classes, dataset.counts, dataset.skipped) == (
+        ("one", "two", "zero"),
+        (4, 3, 5),
+        (),
+    )
+
+
+def test_a_zip_made_on_windows_has_folder_members_without_a_unix_mode(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for folder in ["digits/", "digits/zero/", "digits/one/"]:
+            info = zipfile.ZipInfo(folder)
+            info.create_system = 0  # MS-DOS: the attributes say "directory", no st_mode
+            info.external_attr = 0x10
+            archive.writestr(info, b"")
+        for name, data in digit_files({"zero": 2, "one": 3}, top="digits/").items():
+            archive.writestr(name, data)
+    dataset = DatasetStore(tmp_path).add([buffer.getvalue()])
+    assert (dataset.classes, dataset.counts, dataset.skipped) == (("one", "zero"), (3, 2), ())
+
+
+def test_a_file_beside_the_class_folders_under_the_top_folder_is_skipped(tmp_path: Path) -> None:
+    files = {**digit_files(top="digits/"), "digits/README.txt": b"three digits"}
+    dataset = DatasetStore(tmp_path).add([make_zip(files)])
+    assert dataset.counts == (4, 3, 5)
+    assert dataset.skipped == (
+        ("digits/README.txt", "not in a class folder (expected class_name/image)"),
+    )
+
+
+def test_a_gzip_cut_in_its_first_block_is_refused_as_corrupt(tmp_path: Path) -> None:
+    data = make_tar(digit_files(), "w:gz")[:30]
+    message = refused(tmp_path, data, InvalidArgument, "corrupt")
+    assert message == (
+        "the archive is corrupt or truncated: Compressed file ended before the end-of-stream "
+        "marker was reached"
+    )
+
+
+def test_a_zip_whose_central_directory_is_damaged_is_refused(tmp_path: Path) -> None:
+    data = bytearray(make_zip(digit_files()))
+    at = data.find(b"PK\x01\x02")
+    data[at : at + 4] = b"PK\x09\x09"
+    message = refused(tmp_path, bytes(data), InvalidArgument, "corrupt")
+    assert message == "the zip archive is corrupt: Bad magic number for central directory"
+
+
+def test_folders_that_are_not_datasets_are_not_listed(tmp_path: Path) -> None:
+    store = DatasetStore(tmp_path)
+    dataset = store.add([make_zip(digit_files())])
+    (tmp_path / ("0" * 64)).mkdir()  # an id's name, no dataset.json: not a dataset
+    (tmp_path / "backup").mkdir()  # a dataset.json, not an id's name
+    (tmp_path / "backup" / "dataset.json").write_text(json.dumps(dataset.to_dict()))
+    assert store.list() == [dataset]
+    with pytest.raises(NotFound, match=r"\(1 datasets stored\)"):
+        store.get("0" * 64)
+
+
+def test_a_dataset_deleted_by_another_caller_meanwhile_is_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = DatasetStore(tmp_path), DatasetStore(tmp_path)
+    dataset = store.add([make_zip(digit_files())])
+    found_it = store.get
+
+    def found_then_deleted_by_the_other(dataset_id: str) -> Dataset:
+        found = found_it(dataset_id)
+        other.delete(dataset_id)  # between this caller's look-up and its own removal
+        return found
+
+    monkeypatch.setattr(store, "get", found_then_deleted_by_the_other)
+    with pytest.raises(NotFound) as caught:
+        store.delete(dataset.id)
+    assert str(caught.value) == f"dataset {dataset.id} was deleted by another caller"
+    assert_nothing_left(tmp_path)
+
+
+def test_an_archive_added_by_another_caller_while_unpacking_is_returned_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zoo.jobs.datasets as datasets
+
+    data = make_zip(digit_files())
+    store, other = DatasetStore(tmp_path), DatasetStore(tmp_path)
+    decode = datasets._image_problem
+    added_meanwhile: list[Dataset] = []
+
+    def decode_while_the_other_adds(path: Path, max_pixels: int) -> str:
+        monkeypatch.setattr(datasets, "_image_problem", decode)  # once: the other decodes plainly
+        added_meanwhile.append(other.add([data]))  # finishes before this caller's rename
+        return decode(path, max_pixels)
+
+    monkeypatch.setattr(datasets, "_image_problem", decode_while_the_other_adds)
+    dataset = store.add([data])
+    assert dataset == added_meanwhile[0]  # the other's dataset, created_at included
+    assert dataset_dirs(tmp_path) == [dataset.id]
+    assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_an_image_of_exactly_max_image_pixels_is_used_and_a_class_of_no_usable_image_left_out(
+    tmp_path: Path,
+) -> None:
+    files = {**digit_files(), "three/broken.png": b"not a png"}
+    dataset = DatasetStore(tmp_path, DatasetLimits(max_image_pixels=32 * 32)).add([make_zip(files)])
+    assert dataset.counts == (4, 3, 5)  # every digit is 32x32 = max_image_pixels
+    assert sorted(p.name for p in dataset.path.iterdir()) == ["dataset.json", "one", "two", "zero"]
+
+
+def test_too_few_classes_names_five_and_no_more(tmp_path: Path) -> None:
+    image = digit_files()["zero/zero_0.png"]
+    files = {f"{c}/a.png": image for c in "abcde"}
+    limits = DatasetLimits(min_classes=6)
+    message = refused(tmp_path, make_zip(files), InvalidArgument, "need at least", limits)
+    assert message.startswith("found 5 classes ('a' with 1 image, 'b' with 1 image, 'c' with 1 ")
+    assert "'e' with 1 image); need at least 6" in message
+
+
+def test_class_folders_without_a_top_folder_and_a_deeper_file_are_not_stripped(
+    tmp_path: Path,
+) -> None:
+    files = {**digit_files(), "two/deeper/x.png": digit_files()["zero/zero_0.png"]}
+    dataset = DatasetStore(tmp_path).add([make_zip(files)])
+    assert (dataset.classes, dataset.counts) == (("one", "two", "zero"), (4, 3, 5))
+    assert dataset.skipped == (("two/deeper/x.png", "nested too deep (expected class_name/image)"),)

@@ -7,10 +7,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_datasets import DIGITS, digit_files, digit_pixels, make_tar, make_zip, png
+from test_datasets import (
+    DIGITS,
+    digit_files,
+    digit_pixels,
+    make_tar,
+    make_zip,
+    png,
+    refused,
+    tar_as_made_by_tar,
+)
 
-from zoo.errors import InvalidArgument
-from zoo.jobs.datasets import DatasetStore
+from zoo.errors import InvalidArgument, ResourceExhausted
+from zoo.jobs.datasets import DatasetLimits, DatasetStore
 from zoo.jobs.splits import stratified_split
 
 BIG = {"zero": 20, "one": 40, "two": 60}  # unequal classes: proportions must hold per class
@@ -140,6 +149,12 @@ BAD_MANIFESTS = [
         "relative to the manifest's folder, without '..'",
     ),
     (
+        [*good_rows(), "C:/images/one3.png,unit,test"],
+        "path,label,split",
+        "manifest.csv line 10: path 'C:/images/one3.png' points outside the archive; paths are "
+        "relative to the manifest's folder, without '..'",
+    ),
+    (
         [*good_rows(), "images/missing.png,unit,test"],
         "path,label,split",
         "manifest.csv line 10: image 'images/missing.png' (label 'unit') is not in the archive",
@@ -182,6 +197,11 @@ BAD_MANIFESTS = [
         "path,label,split",
         "manifest.csv line 6: label '../unit' is not a valid class name",
     ),
+    (
+        [r.replace("unit", ".unit") for r in good_rows()],
+        "path,label,split",
+        "manifest.csv line 6: label '.unit' is not a valid class name",
+    ),
 ]
 
 
@@ -202,8 +222,11 @@ def test_a_manifest_label_whose_images_all_fail_to_decode_is_refused(tmp_path: P
     files = manifest_archive(good_rows())
     for i in range(4):
         files[f"data/images/one{i}.png"] = b"\x89PNG broken"
-    with pytest.raises(InvalidArgument, match=r"label 'unit' has no image that decoded"):
+    with pytest.raises(InvalidArgument) as error:
         DatasetStore(tmp_path).add([make_zip(files)])
+    assert str(error.value).startswith(
+        "manifest.csv: label 'unit' has no image that decoded (e.g. could not be decoded: "
+    )
     assert DatasetStore(tmp_path).list() == []
 
 
@@ -239,3 +262,51 @@ def test_a_manifest_of_photos_in_nested_folders(tmp_path: Path) -> None:
     parts = store.split_files(dataset.id, split)
     assert [c for _, c in parts["test"]] == [0, 1, 2]
     assert all(p.is_file() for p, _ in parts["train"]) and len(parts["train"]) == 6
+
+
+def test_a_manifest_of_exactly_max_file_bytes_is_read_and_one_byte_more_refused(
+    tmp_path: Path,
+) -> None:
+    files = manifest_archive(good_rows())
+    manifest = files["data/manifest.csv"]
+    assert len(manifest) > max(len(v) for k, v in files.items() if k.endswith(".png"))
+    exact = DatasetStore(tmp_path / "exact", DatasetLimits(max_file_bytes=len(manifest)))
+    assert exact.add([make_zip(files)]).counts == (4, 4)
+    limits = DatasetLimits(max_file_bytes=len(manifest) - 1)
+    message = refused(tmp_path / "over", make_zip(files), ResourceExhausted, "larger", limits)
+    assert (
+        message == f"'data/manifest.csv' is larger than {len(manifest) - 1} bytes (max_file_bytes)"
+    )
+
+
+def test_a_manifest_zipped_on_macos_or_tarred_with_folders_is_found(tmp_path: Path) -> None:
+    files = manifest_archive(good_rows())
+    debris = {
+        "__MACOSX/data/._manifest.csv": b"\x00\x05\x16\x07",
+        "__MACOSX/data/images/._zero0.png": b"\x00\x05\x16\x07",
+    }
+    store = DatasetStore(tmp_path)
+    from_mac = store.add([make_zip({**files, **debris})])
+    assert (from_mac.classes, from_mac.counts) == (("nought", "unit"), (4, 4))
+    assert from_mac.skipped == (
+        ("__MACOSX/data/._manifest.csv", "not listed in manifest.csv"),
+        ("__MACOSX/data/images/._zero0.png", "not listed in manifest.csv"),
+        ("data/images__zero0.png", "not listed in manifest.csv"),
+    )
+    tarred = {f"./{k}": v for k, v in files.items()}
+    from_tar = store.add([tar_as_made_by_tar(tarred, ["./", "./data", "./data/images"])])
+    assert (from_tar.classes, from_tar.counts) == (("nought", "unit"), (4, 4))
+    assert from_tar.skipped == (("./data/images__zero0.png", "not listed in manifest.csv"),)
+    assert store.split(from_tar.id).test == ("nought/images__zero3.png", "unit/images__one3.png")
+
+
+def test_a_manifest_with_splits_at_the_archive_top_fixes_the_split(tmp_path: Path) -> None:
+    files = {k.removeprefix("data/"): v for k, v in manifest_archive(good_rows()).items()}
+    store = DatasetStore(tmp_path)
+    dataset = store.add([make_zip(files)])
+    assert dataset.counts == (4, 4)
+    split = store.split(dataset.id)
+    assert (split.id, split.test) == (
+        "manifest",
+        ("nought/images__zero3.png", "unit/images__one3.png"),
+    )
