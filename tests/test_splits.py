@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -216,6 +217,41 @@ def test_a_bad_manifest_refuses_the_archive_and_writes_nothing(
     assert store.list() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [".staging"]
     assert list((tmp_path / ".staging").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        ("images/.hidden.png", "image 'images/.hidden.png' (label 'unit') is not in the archive"),
+        ("images/README", "'images/README' is not an image: extension '(none)' is not one of"),
+    ],
+)
+def test_a_manifest_row_naming_a_hidden_or_extensionless_member_is_refused(
+    tmp_path: Path, member: str, message: str
+) -> None:
+    files = manifest_archive([*good_rows(), f"{member},unit,test"])
+    files[f"data/{member}"] = files["data/images/one3.png"]  # a real image under that name
+    with pytest.raises(InvalidArgument) as error:
+        DatasetStore(tmp_path).add([make_zip(files)])
+    assert str(error.value).startswith(f"manifest.csv line 10: {message}")
+
+
+def test_a_manifest_path_stored_in_255_bytes_is_used_and_in_256_refused(tmp_path: Path) -> None:
+    store = DatasetStore(tmp_path)
+    for extra, accepted in ((0, True), (1, False)):
+        name = "x" * (255 - len("images__.png") + extra) + ".png"
+        files = manifest_archive([*good_rows(), f"images/{name},unit,train"])
+        files[f"data/images/{name}"] = files["data/images/one3.png"]
+        if accepted:
+            dataset = store.add([make_zip(files)])
+            assert dataset.counts == (4, 5)
+            assert len(os.fsencode(f"images__{name}")) == 255
+            continue
+        with pytest.raises(InvalidArgument) as error:
+            store.add([make_zip(files)])
+        assert str(error.value) == (
+            f"manifest.csv line 10: path 'images/{name}' is longer than 255 bytes"
+        )
 
 
 def test_a_manifest_label_whose_images_all_fail_to_decode_is_refused(tmp_path: Path) -> None:
