@@ -714,6 +714,19 @@ def test_infer_response() -> None:
     )
 
 
+def test_infer_response_types_each_output_by_its_own_name() -> None:
+    index = TensorInfo("index", "INT64", np.dtype(np.int64), (-1,))
+    model = loaded(outputs=(LOGITS, index))
+    picked = np.array([1, 0], np.int64)
+    response = convert.infer_response(
+        pb.ModelInferRequest(), model, {"index": picked, "logits": SCORES}
+    )
+    assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
+        ("index", "INT64", [2]), ("logits", "FP32", [2, 3]),
+    ]  # fmt: skip
+    assert response.raw_output_contents[0] == picked.astype("<i8").tobytes()
+
+
 def test_refuse_load_parameters() -> None:
     convert.refuse_load_parameters([])
     with refused(r"parameters are not supported \(received 'config'\); this server loads"):
