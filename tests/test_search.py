@@ -317,6 +317,43 @@ def test_a_wave_is_queued_after_the_trials_and_the_search_let_go(store: JobStore
         store.extend_search(parent.id, "w4", wave_params, [wave(3)])
 
 
+def test_a_cancel_that_holds_the_search_keeps_its_next_wave_out() -> None:
+    """extend_search reads the search under its row lock: a cancel committed while the wave
+    waits for the row is seen, and no trial is queued after the cancel cascaded. PostgreSQL
+    only: SQLite's BEGIN IMMEDIATE serialises every writer whatever the code does."""
+    import threading
+
+    from sqlalchemy import text
+
+    with postgres_job_store() as store:
+        parent, (trial,) = _search(store, trials=1)
+        store.claim("w1")
+        store.set_state(trial.id, JobState.SUCCEEDED, result={})
+        assert store.claim("w2").id == parent.id
+        wave = {**trial.params, "trial": 1}
+        outcome: dict[str, object] = {}
+
+        def extend() -> None:
+            try:
+                outcome["added"] = store.extend_search(parent.id, "w2", parent.params, [wave])
+            except Cancelled as e:
+                outcome["error"] = e
+
+        with store.engine.connect() as holder:  # a cancel, holding the search's row
+            holder.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"),
+                           {"id": parent.id})  # fmt: skip
+            waiting = threading.Thread(target=extend)
+            waiting.start()
+            waiting.join(1.0)
+            assert waiting.is_alive()  # it waits for the row
+            holder.execute(text("UPDATE jobs SET state = 'CANCELLING' WHERE id = :id"),
+                           {"id": parent.id})  # fmt: skip
+            holder.commit()
+        waiting.join(30)
+        assert "CANCELLING; no more trials" in str(outcome.get("error"))
+        assert [t.id for t in store.children(parent.id)] == [trial.id]
+
+
 def test_the_table_reads_the_trials_and_their_epochs(store: JobStore) -> None:
     parent, trials = _search(store, trials=2)
     for _ in trials:
