@@ -4,6 +4,7 @@ trials, and (further down) real searches through a server and its workers."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import math
 import time
@@ -232,6 +233,8 @@ def test_a_search_waits_for_its_trials_then_one_worker_takes_it(store: JobStore)
     assert [FineTuneJobSpec.from_dict(t.params).trial for t in trials] == [0, 1, 2]
     assert [t.id for t in store.children(parent.id)] == [t.id for t in trials]
     assert store.children(other.id) == []
+    created = [store.get(j.id).created_at for j in (parent, *trials)]
+    assert created == sorted(set(created))  # the trials after their search, in their order
     assert store.claim("w1").id == other.id
     first = store.claim("w1")
     assert first.id == trials[0].id  # trials in their order, the parent not before them
@@ -288,6 +291,12 @@ def test_a_wave_is_queued_after_the_trials_and_the_search_let_go(store: JobStore
     store.set_state(trial.id, JobState.SUCCEEDED, result={})
     assert store.claim("w2").id == parent.id  # its only trial ended
     wave_params = {**parent.params, "wave": 2}
+    from sqlalchemy import text
+
+    ahead = trial.created_at + dt.timedelta(hours=1)  # made by a host whose clock is ahead
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE jobs SET created_at = :at WHERE id = :id"),
+                           {"at": ahead, "id": trial.id})  # fmt: skip
 
     def wave(i: int) -> dict[str, Any]:
         spec = SearchJobSpec.from_dict(parent.params)
