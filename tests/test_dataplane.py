@@ -98,6 +98,24 @@ def test_the_listing_joins_versions_with_the_catalog(repository: Path) -> None:
     assert sorted(s.name for s in resnet) == ["ResNet50", "digits-net"]
 
 
+def test_label_changes_are_counted_past_an_unreadable_labels_file(repository: Path) -> None:
+    labels = Repository(repository)
+    labels.set_label("digits-net", "stable", 1)
+    labels.set_label("digits-net", "stable", 2)
+    labels.rollback("digits-net")
+    labels.set_label("mobilenetv2", "canary", 1)
+    (repository / "future-net" / "labels.json").write_text("{ not json")
+
+    async def scenario(plane: DataPlane) -> Any:
+        return plane.label_changes()
+
+    assert run(scenario, repository) == {
+        ("digits-net", "stable", "promote"): 2,
+        ("digits-net", "stable", "rollback"): 1,
+        ("mobilenetv2", "canary", "promote"): 1,
+    }
+
+
 def test_the_repository_index_and_its_ready_only_view(repository: Path) -> None:
     async def scenario(plane: DataPlane) -> Any:
         assert not plane.ready
