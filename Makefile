@@ -30,8 +30,8 @@ test: lint
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow and not images"
 
-# Mutation testing of the core (Cosmic Ray, mutation/targets.toml), not in CI: about 45 min
-# for every module on an idle 2-core machine, estimated (docs/testing.md).
+# Mutation testing of the core (Cosmic Ray, mutation/targets.toml), not in CI: about 45-60 min
+# for every module on 2 cores, three targets side by side (docs/testing.md).
 # MODULES="records retry" runs some.
 MODULES ?=
 mutation: $(STAMP)
