@@ -19,6 +19,7 @@ from zoo.export.verify import (
     compare_logits,
     compare_with_exact,
     float64_copy,
+    image_files,
     photo,
     verification_inputs,
 )
@@ -183,15 +184,27 @@ PLANTED = [
 ]
 
 
+def some_digits(digits) -> list[Path]:
+    """Eight files of the digits dataset, two of each class: a fine-tune's held-out images."""
+    folder, _ = digits
+    return sorted(folder.glob("*/*.png"))[::30][:8]
+
+
+@pytest.mark.parametrize("inputs", ["standard", "digits"])
 @pytest.mark.parametrize(("name", "kwargs", "wrong"), PLANTED, ids=[p[0] for p in PLANTED])
 def test_the_check_catches_wrong_preprocessing(
-    name: str, kwargs: dict[str, object], wrong: str, tmp_path: Path
+    name: str, kwargs: dict[str, object], wrong: str, inputs: str, digits, tmp_path: Path
 ) -> None:
-    """Planted error: a model exported with another mode's preprocessing must not compare equal."""
+    """Planted error: a model exported with another mode's preprocessing must not compare
+    equal, on the standard inputs and on grey digits (what a digits fine-tune verifies on)."""
     spec = zoo.get_spec(name)
     model = pixel_sensitive_model(name, SIZE, **kwargs)
     result = export_model(model, tmp_path, model_name="wrong", preprocessing=wrong)
-    pixels = verification_inputs(SIZE, SIZE)
+    if inputs == "standard":
+        pixels = verification_inputs(SIZE, SIZE)
+    else:
+        pixels = image_files(some_digits(digits), SIZE, SIZE)
+        assert pixels.shape == (8, SIZE, SIZE, 3)
     check = compare_logits(
         keras_logits(spec, model, pixels),
         onnx_outputs(result.path / "model.onnx", pixels)["logits"],
@@ -360,6 +373,45 @@ def test_finetuned_model_serves_logits_not_probabilities(tmp_path: Path) -> None
     assert result.verification["logit_scale"] > 3.0  # verified on logits too
 
 
+def test_export_verifies_on_the_images_it_is_given(digits, tmp_path: Path) -> None:
+    """A fine-tune's export is verified on its held-out images; files that do not decode are
+    skipped, and with none left the standard inputs are used, as the manifest records."""
+    model = pixel_sensitive_model("MobileNetV2", SIZE, alpha=0.35)
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not a PNG")
+    files = [*some_digits(digits)[:5], not_an_image, tmp_path / "missing.png"]
+    given = export_model(
+        model, tmp_path / "r", model_name="given", preprocessing="tf", verification_images=files
+    )
+    v = given.verification
+    assert (v["inputs"], v["input_set"], v["passed"]) == (5, "images", True)
+    assert given.manifest.verification["input_set"] == "images"
+    standard = export_model(
+        model,
+        tmp_path / "r",
+        model_name="standard",
+        preprocessing="tf",
+        verification_images=[not_an_image],
+    )
+    v = standard.verification
+    assert (v["inputs"], v["input_set"], v["passed"]) == (8, "standard", True)
+
+
+def test_image_files_decode_resize_and_skip_what_is_not_an_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (40, 20), (200, 10, 30)).save(wide)
+    grey = tmp_path / "grey.png"
+    Image.new("L", (8, 8), 77).save(grey)
+    (tmp_path / "text.png").write_text("hello")
+    pixels = image_files([wide, tmp_path / "text.png", grey], 16, 24)
+    assert pixels.shape == (2, 16, 24, 3) and pixels.dtype == np.uint8
+    assert pixels[0].reshape(-1, 3).tolist() == [[200, 10, 30]] * (16 * 24)
+    assert pixels[1].reshape(-1, 3).tolist() == [[77, 77, 77]] * (16 * 24)
+    assert image_files([tmp_path / "text.png"], 16, 24).shape == (0, 16, 24, 3)
+
+
 def test_a_top1_flip_is_accepted_only_within_the_tolerance() -> None:
     """A different top class passes only when the reference's own gap between the two is
     inside the tolerance (float32 noise on a near-tie); a wider gap or a real error fails."""
@@ -421,8 +473,9 @@ def test_child_records_round_trip_and_refuse_an_unknown_source() -> None:
         CatalogSource("MobileNetV2", None, (96, 96, 3), "/w", True, {"alpha": 0.35}),
         KerasFileSource("/tmp/m.keras", "tf"),
     ):
-        request = ChildRequest(source, "uint8", "/tmp/out.onnx", 17, 1e-3, 2.0)
-        assert ChildRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+        for images in ((), ("/data/0/1.png", "/data/1/7.png")):
+            request = ChildRequest(source, "uint8", "/tmp/out.onnx", 17, 1e-3, 2.0, images)
+            assert ChildRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
     result = ChildResult("tf", (96, 96, 3), 10, 1.5, 2**30, "3.9", {"passed": True}, 17, 99, 3, 40)
     assert ChildResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
     with pytest.raises(ValueError, match="unknown export source kind 'url'"):

@@ -426,16 +426,17 @@ def test_finetune_on_an_efficientnet_base_exports_and_answers(job_server, digits
     pngs = [png for png, _ in held_out]
     with ZooClient(job_server.address, token=TOKEN) as zoo:
         dataset = zoo.upload_dataset(folder)
-        # On the default split this random-weights model's logits reach 1e5 and Keras float32
-        # is 7e4 from the exact ones, so one noise input's top class differs between ONNX
-        # Runtime and float64 Keras within that error: a tie the verification accepts
-        # (zoo.export.verify), where it used to refuse the export (measured: 7 of 8 inputs
-        # agree, 1 tie; ONNX 2.0e4 from float64 Keras against a tolerance of 1.4e5).
+        # Verified on held-out digits: on noise this random-weights base's features reach 4e4
+        # and its float32 features are up to 50% from the exact ones, which failed the export
+        # at random (zoo.export.verify).
         params = {**DIGITS_FAST, "epochs": 5, "image_size": size}
         job = zoo.finetune("EfficientNetB0", dataset, "digits-effnet", **params)
         final = job.wait()
         assert final.state == "SUCCEEDED", final.error
-        assert final.result["verification"]["passed"] is True
+        verification = final.result["verification"]
+        assert verification["passed"] is True
+        assert (verification["input_set"], verification["inputs"]) == ("images", 8)
+        assert verification["top1_ties"] == 0 and verification["top1_agreement"] == 1.0
         results = zoo.classify(pngs, "digits-effnet", top_k=len(DIGIT_CLASSES))
         assert zoo.model("digits-effnet").versions == (1,)
     version = job_server_repository(job_server) / "digits-effnet/1"

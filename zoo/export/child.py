@@ -9,6 +9,7 @@ class>, "message": ...}``. The request file holds a ``ChildRequest`` (zoo.export
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import sys
@@ -24,9 +25,12 @@ from zoo.catalog import Preprocessing, get_spec
 from zoo.catalog.build import build_model, import_keras
 from zoo.export.records import CatalogSource, ChildRequest, ChildResult, ChildSource
 from zoo.export.verify import (
+    GIVEN_INPUTS,
+    STANDARD_INPUTS,
     compare_logits,
     compare_with_exact,
     float64_copy,
+    image_files,
     verification_inputs,
 )
 from zoo.lifetime import die_with_parent
@@ -153,7 +157,10 @@ def run(request: ChildRequest) -> ChildResult:
     preprocess = preprocess_function(keras, mode, keras_module)
 
     stage("reference", "computing Keras reference logits")
-    pixels = verification_inputs(height, width)
+    pixels = image_files(request.images, height, width)
+    input_set = GIVEN_INPUTS
+    if not len(pixels):  # none given, or none decodes
+        pixels, input_set = verification_inputs(height, width), STANDARD_INPUTS
     floats = pixels.astype(np.float32)
     uint8_input = request.input == "uint8"
     fed = preprocess(floats.copy()) if preprocess is not None else floats
@@ -206,7 +213,7 @@ def run(request: ChildRequest) -> ChildResult:
         seconds=time.perf_counter() - started,
         peak_rss_bytes=peak_rss_bytes(),
         keras_version=keras.__version__,
-        verification=verification.to_dict(),
+        verification=dataclasses.replace(verification, input_set=input_set).to_dict(),
         opset=int(stats["opset"]),
         nodes=int(stats["nodes"]),
         folded_nodes=int(stats["folded_nodes"]),

@@ -177,6 +177,7 @@ def export_model(
     training: Mapping[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
     evaluate: Callable[[Path, Manifest], Evaluation | None] | None = None,
+    verification_images: Sequence[str | os.PathLike[str]] = (),
     **constructor_kwargs: Any,
 ) -> ExportResult:
     """Export a model to ``<repository>/<model_name>/<version>/model.onnx``, verified.
@@ -209,6 +210,10 @@ def export_model(
             nothing is published and ``Cancelled`` is raised (a cancelled export job).
         evaluate: called with the verified ``model.onnx`` and its manifest before publishing;
             what it returns is kept in zoo.json as ``evaluation`` (a fine-tune's test report).
+        verification_images: image files to verify on, in place of noise and the shipped
+            photographs (a fine-tune's held-out images: the inputs its statistics fit; see
+            ``zoo.export.verify``). Files that do not decode are skipped; when none decodes,
+            the standard inputs are used. The manifest's ``verification.input_set`` says which.
         **constructor_kwargs: passed to the Keras constructor (e.g. ``alpha=0.35``).
 
     Raises:
@@ -244,6 +249,7 @@ def export_model(
             output=str(model_file),
             rel_tol=rel_tol,
             float32_margin=float32_margin,
+            images=tuple(os.fspath(p) for p in verification_images),
         )
         result = _run_child(request, staged, progress, should_stop)
         verification = dict(result.verification)

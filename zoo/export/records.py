@@ -73,6 +73,7 @@ class ChildRequest:
     opset: int | None
     rel_tol: float
     float32_margin: float
+    images: tuple[str, ...] = ()  # verify on these files, not the standard inputs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +83,7 @@ class ChildRequest:
             "opset": self.opset,
             "rel_tol": self.rel_tol,
             "float32_margin": self.float32_margin,
+            "images": list(self.images),
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class ChildRequest:
             opset=data.get("opset"),
             rel_tol=float(data["rel_tol"]),
             float32_margin=float(data["float32_margin"]),
+            images=tuple(str(p) for p in data.get("images", ())),
         )
 
 

@@ -199,6 +199,7 @@ def _finetune(
         progress=lambda _stage, message: report("log", {"message": message}),
         should_stop=should_stop,
         evaluate=evaluate,
+        verification_images=_verification_images(parts["test"] or parts["validation"]),
     )
 
     evaluation = exported.manifest.evaluation
@@ -225,6 +226,16 @@ def _finetune(
         labels=list(promotion.labels),
         promotion=promotion.reason,
     )
+
+
+VERIFICATION_IMAGES = 8
+
+
+def _verification_images(files: list[tuple[Path, int]]) -> list[Path]:
+    """Up to ``VERIFICATION_IMAGES`` held-out images, spread over the list (and so over the
+    classes): the export is verified on the inputs the model is for (zoo.export.verify)."""
+    step = max(1, len(files) // VERIFICATION_IMAGES)
+    return [path for path, _ in files[::step][:VERIFICATION_IMAGES]]
 
 
 def _stable_accuracy(
